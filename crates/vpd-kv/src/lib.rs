@@ -1,0 +1,1 @@
+//! Paged KV-cache block manager (placeholder: being written).

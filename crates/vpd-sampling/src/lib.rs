@@ -1,0 +1,1 @@
+//! Sampling math (placeholder: being written).
