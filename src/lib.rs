@@ -1,1 +1,18 @@
-//! Verify-PD engine.
+//! Verify-PD: a serving runtime for speculative decoding, aimed at tail latency.
+//!
+//! Layers, top to bottom (dependencies point down; see `DESIGN.md` in the shared docs):
+//! - [`cli`]: the `vpd` command line (parse, validate, print; no model logic);
+//! - [`engine`]: requests, generation loops, sampling;
+//! - [`model`]: loading Llama-family checkpoints;
+//! - [`backend`]: batched forward steps over a paged KV cache (CPU reference; CUDA later).
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod kernels;
+pub mod make_model;
+pub mod model;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,37 @@
+# Verify-PD: the two set-up commands are `make run` and `make test`. Each installs what is
+# missing (libclang-dev, the CUDA 13.0 compiler into .cuda/, the assets into assets/) and is
+# idempotent.
+SHELL := /bin/bash
+CUDA_LOCAL := $(CURDIR)/.cuda/nvidia/cu13
+export CUDA_HOME ?= $(CUDA_LOCAL)
+CARGO ?= cargo
+
+.PHONY: run test deps sys-deps cuda assets fixtures clean-assets
+
+run: deps
+	$(CARGO) run --release --bin vpd -- demo
+
+test: deps
+	$(CARGO) test --workspace --all-targets
+
+deps: sys-deps cuda assets
+
+# bindgen needs libclang.
+sys-deps:
+	@if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null && ! compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null; then \
+		echo "installing libclang-dev (for bindgen) ..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libclang-dev >/dev/null; \
+	fi
+
+# The CUDA 13.0 compiler from the package registry, pinned (an unpinned nvidia-nvvm pulls a
+# newer NVVM that this nvcc cannot use).
+cuda: $(CUDA_LOCAL)/bin/nvcc
+$(CUDA_LOCAL)/bin/nvcc:
+	python3 -m pip install --quiet --disable-pip-version-check --target .cuda \
+		"nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" \
+		"nvidia-cuda-cccl==13.0.*" "nvidia-nvvm==13.0.*"
+	@test -x $@ && $@ --version | tail -1
+
+assets:
+	@bash tools/fetch-assets.sh

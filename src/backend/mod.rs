@@ -1,0 +1,138 @@
+//! Backends run one batched model step described by a plain-data [`StepPlan`]
+//! ("plan, then run", as FlashInfer and vLLM's `SchedulerOutput` do): the scheduler builds the
+//! plan on the host, the backend executes it over its paged KV cache.
+//!
+//! One plan mixes sequences that contribute 1 token (decode), L+1 tokens (verification),
+//! a token tree (tree verification) or a prompt chunk (prefill).
+pub mod cpu;
+
+use vpd_formats::LlamaConfig;
+
+use crate::error::Result;
+
+/// Which of a sequence's new positions need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// Only the last new token (decode, prefill).
+    Last,
+    /// Every new token (verification).
+    All,
+    /// None (a prefill chunk that is not the prompt's last).
+    None,
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqStep {
+    /// New tokens, in cache-slot order.
+    pub tokens: Vec<u32>,
+    /// Tokens of this sequence already in the cache; new token `i` goes to slot `start_pos + i`.
+    pub start_pos: usize,
+    /// Cache blocks covering slots `0..start_pos + tokens.len()`.
+    pub block_table: Vec<u32>,
+    /// `None`: a causal chain. `Some(parents)`: a token tree where `parents[i]` is the index of
+    /// token `i`'s parent among the new tokens (`-1`: its parent is the committed prefix) and
+    /// `parents[i] < i`. Token `i` then attends to the prefix and its own ancestors only, and
+    /// its RoPE position is `start_pos + depth(i)`.
+    pub tree_parents: Option<Vec<i32>>,
+    pub logits: LogitsWanted,
+}
+
+impl SeqStep {
+    /// RoPE position of each new token.
+    pub fn positions(&self) -> Vec<usize> {
+        match &self.tree_parents {
+            None => (0..self.tokens.len()).map(|i| self.start_pos + i).collect(),
+            Some(parents) => {
+                let mut depth = vec![0usize; parents.len()];
+                for (i, &p) in parents.iter().enumerate() {
+                    depth[i] = if p < 0 { 0 } else { depth[p as usize] + 1 };
+                }
+                depth.into_iter().map(|d| self.start_pos + d).collect()
+            }
+        }
+    }
+
+    /// Whether new token `i` may attend to new token `j` (both indices into `tokens`).
+    pub fn attends(&self, i: usize, j: usize) -> bool {
+        match &self.tree_parents {
+            None => j <= i,
+            Some(parents) => {
+                let mut k = i as i32;
+                while k >= 0 {
+                    if k as usize == j {
+                        return true;
+                    }
+                    k = parents[k as usize];
+                }
+                false
+            }
+        }
+    }
+
+    fn logit_rows(&self) -> usize {
+        match self.logits {
+            LogitsWanted::Last => usize::from(!self.tokens.is_empty()),
+            LogitsWanted::All => self.tokens.len(),
+            LogitsWanted::None => 0,
+        }
+    }
+}
+
+/// A whole step: every sequence that runs in this forward pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepPlan {
+    pub seqs: Vec<SeqStep>,
+}
+
+impl StepPlan {
+    pub fn num_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// Logits of one step, `[rows, vocab]`, rows grouped by sequence in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct Logits {
+    pub vocab: usize,
+    pub data: Vec<f32>,
+    /// `row_start[s]..row_start[s + 1]` are sequence `s`'s rows.
+    pub row_start: Vec<usize>,
+}
+
+impl Logits {
+    /// The logits rows of plan sequence `s`, each `vocab` long.
+    pub fn seq_rows(&self, s: usize) -> impl Iterator<Item = &[f32]> {
+        let (a, b) = (self.row_start[s], self.row_start[s + 1]);
+        self.data[a * self.vocab..b * self.vocab].chunks_exact(self.vocab)
+    }
+
+    /// The last logits row of plan sequence `s`, if it has any.
+    pub fn last_row(&self, s: usize) -> Option<&[f32]> {
+        self.seq_rows(s).last()
+    }
+}
+
+/// Executes plans over a paged KV cache. Implemented by the CPU reference and (behind the
+/// `cuda` feature) the CUDA backend.
+pub trait Backend: Send {
+    fn config(&self) -> &LlamaConfig;
+    /// Cache geometry: `(num_blocks, block_size)`.
+    fn kv_geometry(&self) -> (usize, usize);
+    /// Runs one step. Layers `0..num_layers` run, then the final norm and LM head
+    /// (`num_layers < config.num_hidden_layers` is layer-skip self-speculation).
+    ///
+    /// # Errors
+    /// A plan that references blocks or slots the cache does not have, or a backend failure.
+    fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits>;
+    /// Runs one step through every layer.
+    fn forward(&mut self, plan: &StepPlan) -> Result<Logits> {
+        let n = self.config().num_hidden_layers;
+        self.forward_layers(plan, n)
+    }
+    /// Copies whole cache blocks `src → dst` (copy-on-write after a fork).
+    fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()>;
+    /// Moves cache slots of one sequence: `(from_slot, to_slot)` in order, through its block table
+    /// (compacting an accepted tree path into consecutive positions).
+    fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> Result<()>;
+}

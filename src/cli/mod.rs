@@ -1,0 +1,44 @@
+//! The `vpd` command line: argument parsing, validation and printing. No model logic here.
+mod demo;
+mod generate;
+mod make_model;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+#[derive(Debug, Parser)]
+#[command(name = "vpd", version, about = "Verify-PD: speculative decoding, served for tail latency")]
+pub struct Cli {
+    /// Worker threads for CPU compute (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text for one prompt.
+    Generate(generate::GenerateArgs),
+    /// Write a random-weight Hugging Face checkpoint at a real Llama shape.
+    MakeModel(make_model::MakeModelArgs),
+    /// Generate for a few ShareGPT prompts and report tokens/s (what `make run` shows).
+    Demo(demo::DemoArgs),
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command reports; the binary prints it and exits non-zero.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        // Fails only if the global pool already exists, which cannot happen before this point.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+    }
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::MakeModel(a) => make_model::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
