@@ -12,7 +12,13 @@
 mod params;
 mod probs;
 mod sampler;
+pub mod speculative;
+pub mod tree;
 
 pub use params::{SamplingError, SamplingParams};
 pub use probs::{argmax, processed_probs};
 pub use sampler::Sampler;
+pub use speculative::{
+    one_hot, verify_chain, verify_chain_greedy, verify_chain_one_hot, ChainOutcome, SpecError,
+};
+pub use tree::{verify_tree, verify_tree_greedy, ChildSampling, TokenTree, TreeOutcome};
