@@ -1,1 +1,0 @@
-//! Hugging Face checkpoint directories (placeholder: being written).
