@@ -1,11 +1,169 @@
-//! GGUF v3 reader (being written). The public API below is fixed; see the module docs once done.
+//! GGUF v3 reader: llama.cpp's single-file model format, memory-mapped and validated up front.
 //!
-//! Shared contract (other modules rely on it):
-//! - `GgufFile::open(path) -> Result<GgufFile>` maps and validates the whole file.
-//! - `GgufFile::get(key) -> Option<&GgufValue>` reads one metadata value.
-//! - `GgufFile::llama_config() -> Result<LlamaConfig>` maps `llama.*` keys.
-//! - `impl WeightSource for GgufFile`: HF tensor names, row-major HF shapes, q/k rows
-//!   un-permuted back to Hugging Face's rotate-half layout.
+//! Layout per the GGUF specification (ggml's `docs/gguf.md`): magic `GGUF`, `u32` version,
+//! `u64` tensor and key/value counts, the key/values (`u64`-length UTF-8 key, `u32` type,
+//! value), the tensor infos (name, `u32` n_dims, `u64` dims fastest-first, `u32` ggml type,
+//! `u64` offset), padding to `general.alignment`, then the tensor data. All little-endian.
+//!
+//! Hardened against hostile or damaged files, each case a specific [`FormatError`] naming the
+//! file and the key or tensor, never a panic: wrong magic, version other than 3, truncation
+//! anywhere, counts/lengths larger than the bytes left (checked before allocating), arrays
+//! nested too deep, unknown value or tensor types, unsupported ggml types, bad n_dims, zero
+//! or overflowing dims, rows that are not whole quant blocks, misaligned or out-of-file or
+//! overlapping tensor data, duplicate keys or tensor names, and (in
+//! [`GgufFile::llama_config`]) shapes that disagree with the hyperparameters.
+//!
+//! Tensors are exposed through [`WeightSource`] under Hugging Face names with row-major
+//! shapes (GGUF dims reversed); q/k rows are un-permuted back to rotate-half RoPE order.
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::error::{FormatError, Result};
+use crate::mmap::MappedFile;
+use crate::source::{TensorInfo, WeightSource};
+
+mod dequant;
+mod llama;
+mod llama_checks;
+mod parse;
+
+pub use dequant::{block_layout, dequantize, ggml_type, ggml_type_name};
+pub use llama::{hf_tensor_name, permute_gguf_to_hf, permute_hf_to_gguf};
+pub use parse::GgufTensor;
+
+/// A mapped, fully validated GGUF v3 file.
+#[derive(Debug)]
+pub struct GgufFile {
+    map: MappedFile,
+    metadata: BTreeMap<String, GgufValue>,
+    /// In file order.
+    tensors: Vec<GgufTensor>,
+    /// Hugging Face name → index into `tensors`.
+    by_hf: HashMap<String, usize>,
+    /// GGUF name → index into `tensors`.
+    by_gguf: HashMap<String, usize>,
+    alignment: u64,
+    data_start: usize,
+}
+
+impl GgufFile {
+    /// Maps `path` and parses and validates its header, metadata and tensor layout.
+    ///
+    /// # Errors
+    /// I/O failure, or any of the malformations listed in the module docs.
+    pub fn open(path: &Path) -> Result<GgufFile> {
+        let map = MappedFile::open(path)?;
+        let parsed = parse::parse(map.bytes(), path, hf_tensor_name)?;
+        let index = |f: fn(&GgufTensor) -> &String| {
+            parsed
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (f(t).clone(), i))
+                .collect::<HashMap<_, _>>()
+        };
+        let by_hf = index(|t| &t.hf_name);
+        let by_gguf = index(|t| &t.name);
+        Ok(GgufFile {
+            map,
+            metadata: parsed.metadata,
+            tensors: parsed.tensors,
+            by_hf,
+            by_gguf,
+            alignment: parsed.alignment,
+            data_start: parsed.data_start,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.map.path()
+    }
+
+    /// One metadata value by key.
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.get(key)
+    }
+
+    /// Every metadata key/value, sorted by key.
+    pub fn metadata(&self) -> impl Iterator<Item = (&str, &GgufValue)> {
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// `general.architecture`, if present and a string.
+    pub fn architecture(&self) -> Option<&str> {
+        self.get("general.architecture").and_then(GgufValue::as_str)
+    }
+
+    /// The tensors as stored (GGUF names and dims), in file order.
+    pub fn gguf_tensors(&self) -> &[GgufTensor] {
+        &self.tensors
+    }
+
+    /// A tensor by its GGUF name (`blk.0.attn_q.weight`).
+    pub fn info_gguf(&self, gguf_name: &str) -> Option<&GgufTensor> {
+        self.by_gguf.get(gguf_name).map(|&i| &self.tensors[i])
+    }
+
+    /// The raw stored bytes of a tensor (by Hugging Face name), e.g. for quantised kernels.
+    /// Note that q/k rows are still in GGUF's permuted order here.
+    pub fn raw_bytes(&self, name: &str) -> Option<&[u8]> {
+        let t = &self.tensors[*self.by_hf.get(name)?];
+        self.map.bytes().get(t.start..t.end)
+    }
+
+    /// `general.alignment` (default 32) and the absolute offset of the data section.
+    pub fn data_layout(&self) -> (u64, usize) {
+        (self.alignment, self.data_start)
+    }
+}
+
+impl WeightSource for GgufFile {
+    fn tensors(&self) -> Vec<TensorInfo> {
+        self.tensors.iter().map(info).collect()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        self.by_hf.get(name).map(|&i| info(&self.tensors[i]))
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let path = || self.path().to_path_buf();
+        let t = self
+            .by_hf
+            .get(name)
+            .map(|&i| &self.tensors[i])
+            .ok_or_else(|| FormatError::Tensor {
+                path: path(),
+                tensor: name.to_string(),
+                detail: "no such tensor".into(),
+            })?;
+        let err = |detail: String| FormatError::Tensor {
+            path: path(),
+            tensor: t.name.clone(),
+            detail,
+        };
+        let bytes = self
+            .map
+            .bytes()
+            .get(t.start..t.end)
+            .ok_or_else(|| err("data out of range".into()))?;
+        let mut out = vec![0.0f32; t.numel()];
+        dequant::dequantize_into(t.dtype, bytes, out.len(), &mut out).map_err(&err)?;
+        match self.permute_heads(&t.name)? {
+            Some(n_head) => permute_gguf_to_hf(&out, n_head, t.dims[0] as usize)
+                .map_err(|e| err(format!("un-permuting q/k rows: {e}"))),
+            None => Ok(out),
+        }
+    }
+}
+
+fn info(t: &GgufTensor) -> TensorInfo {
+    TensorInfo {
+        name: t.hf_name.clone(),
+        dtype: t.dtype,
+        shape: t.shape(),
+    }
+}
 
 /// One metadata value. Arrays hold values of one type.
 #[derive(Debug, Clone, PartialEq)]
