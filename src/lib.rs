@@ -14,5 +14,6 @@ pub mod error;
 pub mod kernels;
 pub mod make_model;
 pub mod model;
+pub mod spec;
 
 pub use error::{EngineError, Result};

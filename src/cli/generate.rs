@@ -8,6 +8,9 @@ use vpd_formats::tokenizer::{ChatMessage, Tokenizer};
 use vpd_sampling::SamplingParams;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::spec::factory::cpu_drafter;
+use crate::spec::{DraftSpec, SpecEngine, SpecOptions, TraceWriter, TreeShape};
 use crate::engine::{Engine, GenerateRequest};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
@@ -59,6 +62,38 @@ pub struct GenerateArgs {
     /// Print one JSON object as the last stdout line instead of plain text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpecArgs {
+    /// Speculative decoding drafter: layer-skip:K, model:PATH or ngram:N.
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// Draft length L per verify step (1..=16).
+    #[arg(long, default_value_t = 4, requires = "draft")]
+    pub num_draft: usize,
+    /// Draft a token tree of WIDTH children per node and DEPTH levels instead of a chain.
+    #[arg(long, requires = "draft")]
+    pub tree: Option<String>,
+    /// Largest number of tree nodes per verify step.
+    #[arg(long, default_value_t = crate::spec::DEFAULT_TREE_BUDGET, requires = "tree")]
+    pub tree_budget: usize,
+    /// Write a JSONL acceptance trace (request, step, L, accepted) to this file.
+    #[arg(long, requires = "draft")]
+    pub trace: Option<PathBuf>,
+}
+
+impl SpecArgs {
+    /// The parsed drafter and options, or `None` without `--draft`.
+    pub fn parse(&self) -> Result<Option<(DraftSpec, SpecOptions)>> {
+        let Some(d) = &self.draft else { return Ok(None) };
+        let spec: DraftSpec = d.parse()?;
+        crate::spec::check_draft_len(self.num_draft)?;
+        let tree = self.tree.as_deref().map(|t| TreeShape::parse(t, self.tree_budget)).transpose()?;
+        Ok(Some((spec, SpecOptions { num_draft: self.num_draft, tree })))
+    }
 }
 
 /// A CPU engine over `model` whose cache holds `max_tokens` tokens for each of `sequences`.
@@ -84,6 +119,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     // Reject bad sampling values before the (slow) model load.
     let sampling = a.sampling.params();
     sampling.validate()?;
+    let spec = a.spec.parse()?;
     let model = Model::load(&a.model)?;
     let prompt_ids = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
@@ -96,9 +132,25 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
         (None, None) => return Err(EngineError::InvalidRequest { field: "prompt", detail: "give --prompt or --prompt-ids".into() }),
     };
-    let mut engine = cpu_engine(&model, prompt_ids.len() + a.max_new_tokens, 1)?;
+    let tokens = prompt_ids.len() + a.max_new_tokens + crate::spec::MAX_DRAFT_LEN + 1;
+    let engine = cpu_engine(&model, tokens, 1)?;
     let req = GenerateRequest { prompt_ids, max_new_tokens: a.max_new_tokens, sampling, ignore_eos: a.ignore_eos };
-    let out = engine.generate(&req)?;
+    let out = match spec {
+        None => {
+            let mut engine = engine;
+            engine.generate(&req)?
+        }
+        Some((draft, opts)) => {
+            let (blocks, _) = engine.backend().kv_geometry();
+            let tree_nodes = opts.tree.map_or(0, |t| t.budget);
+            let drafter = cpu_drafter(&draft, &model, blocks + tree_nodes.div_ceil(BLOCK_SIZE) + 1, BLOCK_SIZE)?;
+            let mut se = SpecEngine::new(engine, drafter, opts)?;
+            if let Some(path) = &a.spec.trace {
+                se.set_trace(TraceWriter::create(path)?);
+            }
+            se.generate(&req)?
+        }
+    };
     let text = match &model.tokenizer {
         Some(t) => t.decode(&out.token_ids, true)?,
         None => String::new(),
@@ -112,6 +164,16 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "finish_reason": out.finish_reason,
             "timings": out.timings,
         });
+        let mut obj = obj;
+        if let Some(st) = &out.spec {
+            obj["drafter"] = json!(a.spec.draft);
+            obj["drafted"] = json!(st.drafted);
+            obj["accepted"] = json!(st.accepted);
+            obj["steps"] = json!(st.steps);
+            obj["mean_accepted_length"] = json!(st.mean_accepted_length());
+            obj["acceptance_rate"] = json!(st.acceptance_rate());
+            obj["accepted_len_hist"] = json!(st.accepted_len_hist);
+        }
         println!("{obj}");
     } else {
         println!("{text}");
@@ -122,6 +184,16 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             out.timings.ttft_ms,
             out.timings.decode_tokens_per_s
         );
+        if let Some(st) = &out.spec {
+            eprintln!(
+                "[speculative: {} steps, {} drafted, {} accepted ({:.1}%), {:.2} accepted per step]",
+                st.steps,
+                st.drafted,
+                st.accepted,
+                100.0 * st.acceptance_rate(),
+                st.mean_accepted_length()
+            );
+        }
     }
     Ok(())
 }

@@ -87,28 +87,19 @@ impl<B: Backend> Engine<B> {
         Ok(active
             .into_iter()
             .zip(reqs)
-            .map(|(a, r)| {
-                let now = Instant::now();
-                let first = a.first_token_at.unwrap_or(now);
-                let ttft_ms = ms(first - a.started);
-                let decode_ms = ms(now - first);
-                let after_first = a.out.len().saturating_sub(1);
-                Timings {
-                    ttft_ms,
-                    decode_ms,
-                    total_ms: ms(now - a.started),
-                    decode_tokens_per_s: if decode_ms > 0.0 { after_first as f64 / (decode_ms / 1e3) } else { 0.0 },
-                }
-                .into_output(r, a.out, a.finish.unwrap_or(FinishReason::Length))
+            .map(|(a, r)| GenerateOutput {
+                prompt_ids: r.prompt_ids.clone(),
+                timings: Timings::from_marks(a.started, a.first_token_at, a.out.len()),
+                token_ids: a.out,
+                finish_reason: a.finish.unwrap_or(FinishReason::Length),
+                spec: None,
             })
             .collect())
     }
 
     fn run(&mut self, reqs: &[GenerateRequest], active: &mut Vec<Active>) -> Result<()> {
         for r in reqs {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.blocks.add_sequence(seq)?;
+            let seq = self.new_sequence()?;
             active.push(Active {
                 seq,
                 sampler: Sampler::new(r.sampling.seed),
@@ -125,19 +116,12 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             a.started = Instant::now();
-            let chunks: Vec<&[u32]> = r.prompt_ids.chunks(self.prefill_chunk).collect();
-            for (c, chunk) in chunks.iter().enumerate() {
-                let last = c + 1 == chunks.len();
-                self.blocks.append(a.seq, chunk.len())?;
-                let step = self.seq_step(a.seq, chunk.to_vec(), a.cached, if last { LogitsWanted::Last } else { LogitsWanted::None });
-                let logits = self.backend.forward(&StepPlan { seqs: vec![step] })?;
-                a.cached += chunk.len();
-                if let Some(row) = logits.last_row(0).filter(|_| last) {
-                    let tok = a.sampler.sample(row, &r.sampling);
-                    a.first_token_at = Some(Instant::now());
-                    self.accept(a, r, tok);
-                }
-            }
+            let row = self.prefill(a.seq, &r.prompt_ids)?;
+            a.cached = r.prompt_ids.len();
+            let tok = a.sampler.sample(&row, &r.sampling);
+            a.first_token_at = Some(Instant::now());
+            a.out.push(tok);
+            a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
         }
         // Batched decode: every unfinished sequence feeds its last token.
         loop {
@@ -148,7 +132,7 @@ impl<B: Backend> Engine<B> {
             let mut seqs = Vec::with_capacity(live.len());
             for &i in &live {
                 let a = &active[i];
-                self.blocks.append(a.seq, 1)?;
+                self.append(a.seq, 1)?;
                 let last = *a.out.last().expect("a live sequence has sampled at least one token");
                 seqs.push(self.seq_step(a.seq, vec![last], a.cached, LogitsWanted::Last));
             }
@@ -158,35 +142,67 @@ impl<B: Backend> Engine<B> {
                 a.cached += 1;
                 if let Some(row) = logits.last_row(s) {
                     let tok = a.sampler.sample(row, &r.sampling);
-                    self.accept(a, r, tok);
+                    a.out.push(tok);
+                    a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
                 }
             }
         }
     }
 
-    fn seq_step(&self, seq: u64, tokens: Vec<u32>, start_pos: usize, logits: LogitsWanted) -> SeqStep {
+    /// Registers a new sequence in the block manager and returns its id.
+    pub(crate) fn new_sequence(&mut self) -> Result<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.blocks.add_sequence(seq)?;
+        Ok(seq)
+    }
+
+    pub(crate) fn blocks_mut(&mut self) -> &mut BlockManager {
+        &mut self.blocks
+    }
+
+    /// Prefills `prompt` into `seq`'s (empty) cache in chunks; returns the last row's logits.
+    pub(crate) fn prefill(&mut self, seq: u64, prompt: &[u32]) -> Result<Vec<f32>> {
+        let mut last = Vec::new();
+        let mut done = 0;
+        for chunk in prompt.chunks(self.prefill_chunk) {
+            let is_last = done + chunk.len() == prompt.len();
+            self.append(seq, chunk.len())?;
+            let step = self.seq_step(seq, chunk.to_vec(), done, if is_last { LogitsWanted::Last } else { LogitsWanted::None });
+            let logits = self.backend.forward(&StepPlan { seqs: vec![step] })?;
+            done += chunk.len();
+            if is_last {
+                last = logits.last_row(0).map(<[f32]>::to_vec).unwrap_or_default();
+            }
+        }
+        Ok(last)
+    }
+
+    /// Reserves cache slots for `n` more tokens, performing any copy-on-write block copies.
+    pub(crate) fn append(&mut self, seq: u64, n: usize) -> Result<()> {
+        let copies = self.blocks.append(seq, n)?;
+        if !copies.is_empty() {
+            let pairs: Vec<(u32, u32)> = copies.iter().map(|c| (c.src, c.dst)).collect();
+            self.backend.copy_blocks(&pairs)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn seq_step(&self, seq: u64, tokens: Vec<u32>, start_pos: usize, logits: LogitsWanted) -> SeqStep {
         let block_table = self.blocks.block_table(seq).map(<[u32]>::to_vec).unwrap_or_default();
         SeqStep { tokens, start_pos, block_table, tree_parents: None, logits }
     }
 
-    /// Records a sampled token and decides whether the sequence is finished.
-    fn accept(&self, a: &mut Active, r: &GenerateRequest, tok: u32) {
-        let cfg = self.backend.config();
-        a.out.push(tok);
-        if !r.ignore_eos && cfg.eos_token_ids.contains(&tok) {
-            a.finish = Some(FinishReason::Stop);
-        } else if a.out.len() >= r.max_new_tokens || r.prompt_ids.len() + a.out.len() >= cfg.max_position_embeddings {
-            a.finish = Some(FinishReason::Length);
-        }
+}
+
+/// Why a sequence that just produced its `out_len`-th token `tok` stops, if it does.
+pub(crate) fn stop_reason(cfg: &vpd_formats::LlamaConfig, r: &GenerateRequest, out_len: usize, tok: u32) -> Option<FinishReason> {
+    if !r.ignore_eos && cfg.eos_token_ids.contains(&tok) {
+        Some(FinishReason::Stop)
+    } else if out_len >= r.max_new_tokens || r.prompt_ids.len() + out_len >= cfg.max_position_embeddings {
+        Some(FinishReason::Length)
+    } else {
+        None
     }
 }
 
-impl Timings {
-    fn into_output(self, r: &GenerateRequest, token_ids: Vec<u32>, finish_reason: FinishReason) -> GenerateOutput {
-        GenerateOutput { prompt_ids: r.prompt_ids.clone(), token_ids, finish_reason, timings: self }
-    }
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}

@@ -1,8 +1,11 @@
 //! What a caller asks for and what it gets back.
+use std::time::Instant;
+
 use serde::Serialize;
 use vpd_sampling::SamplingParams;
 
 use crate::error::{EngineError, Result};
+use crate::spec::SpecStats;
 
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -55,6 +58,23 @@ pub struct Timings {
     pub decode_tokens_per_s: f64,
 }
 
+impl Timings {
+    /// Timings of a request that started at `started`, produced its first token at `first`
+    /// and `n_tokens` tokens in all, ending now.
+    pub(crate) fn from_marks(started: Instant, first: Option<Instant>, n_tokens: usize) -> Self {
+        let now = Instant::now();
+        let first = first.unwrap_or(now);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let decode_ms = ms(now - first);
+        Self {
+            ttft_ms: ms(first - started),
+            decode_ms,
+            total_ms: ms(now - started),
+            decode_tokens_per_s: if decode_ms > 0.0 { n_tokens.saturating_sub(1) as f64 / (decode_ms / 1e3) } else { 0.0 },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerateOutput {
     pub prompt_ids: Vec<u32>,
@@ -62,4 +82,7 @@ pub struct GenerateOutput {
     pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub timings: Timings,
+    /// Acceptance statistics when the request was decoded speculatively.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecStats>,
 }

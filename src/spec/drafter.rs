@@ -1,0 +1,78 @@
+//! The proposer side of speculative decoding.
+//!
+//! A proposal is a token tree ([`TokenTree`]); a chain of L tokens is the one-wide tree.
+//! With it come the draft distributions the children were drawn from, which exact
+//! rejection sampling needs: `q[0]` for the root's children, `q[i + 1]` for node `i`'s
+//! children, `None` for leaves and for deterministic proposals (checked as one-hot drafts).
+use vpd_sampling::{ChildSampling, Sampler, SamplingParams, TokenTree};
+
+use crate::error::Result;
+
+/// One sequence asking for a draft.
+#[derive(Debug, Clone, Copy)]
+pub struct DraftQuery<'a> {
+    pub seq: u64,
+    /// Every committed token: the prompt and the output so far. The last one is not yet in
+    /// any cache.
+    pub context: &'a [u32],
+    /// Chain length L for a chain proposal (the tree shape is the drafter call's argument).
+    pub len: usize,
+    pub sampling: &'a SamplingParams,
+}
+
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub tree: TokenTree,
+    /// `tree.len() + 1` rows, see the module docs.
+    pub q: Vec<Option<Vec<f32>>>,
+    /// How siblings were drawn from their parent's `q`.
+    pub mode: ChildSampling,
+}
+
+impl Proposal {
+    /// No draft: the verify step degenerates to one plain decode step.
+    pub fn empty() -> Self {
+        Self { tree: TokenTree::chain(&[]), q: vec![None], mode: ChildSampling::Iid }
+    }
+
+    /// Whether the tree is a single path (verified with a causal mask).
+    pub fn is_chain(&self) -> bool {
+        self.tree.parents.iter().enumerate().all(|(i, &p)| p == i as i32 - 1)
+    }
+}
+
+/// Proposes drafts for many sequences and keeps any per-sequence state (a draft KV cache)
+/// consistent with what the target committed.
+pub trait Drafter: Send {
+    /// A short label for logs and statistics (`layer-skip:4`).
+    fn describe(&self) -> String;
+
+    /// Registers a new sequence.
+    ///
+    /// # Errors
+    /// Duplicate sequence, or no room for its state.
+    fn begin(&mut self, seq: u64) -> Result<()>;
+
+    /// Proposes a chain of up to `query.len` tokens for every query, in one batch where the
+    /// drafter can. A drafter may propose fewer (its context is full, nothing matched).
+    ///
+    /// # Errors
+    /// Unknown sequence or a backend failure.
+    fn propose(&mut self, queries: &[DraftQuery<'_>], samplers: &mut [Sampler]) -> Result<Vec<Proposal>>;
+
+    /// Proposes a token tree of `width` × `depth` under a node budget for one sequence.
+    ///
+    /// # Errors
+    /// Unknown sequence or a backend failure.
+    fn propose_tree(&mut self, query: &DraftQuery<'_>, shape: &super::TreeShape, sampler: &mut Sampler) -> Result<Proposal>;
+
+    /// The target has committed `committed` tokens of context: drop any state past the last
+    /// position the drafter can still trust (rollback of rejected drafts).
+    ///
+    /// # Errors
+    /// Unknown sequence.
+    fn rollback(&mut self, seq: u64, committed: usize) -> Result<()>;
+
+    /// Releases a sequence's state. Unknown sequences are ignored.
+    fn end(&mut self, seq: u64);
+}
