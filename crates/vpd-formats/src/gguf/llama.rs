@@ -57,7 +57,7 @@ pub fn permute_gguf_to_hf(w: &[f32], n_head: usize, cols: usize) -> Result<Vec<f
 }
 
 fn permute(w: &[f32], n_head: usize, cols: usize, to_gguf: bool) -> Result<Vec<f32>, String> {
-    let rows = if cols == 0 { 0 } else { w.len() / cols };
+    let rows = w.len().checked_div(cols).unwrap_or(0);
     if n_head == 0 || cols == 0 || rows * cols != w.len() || rows % (2 * n_head) != 0 {
         return Err(format!(
             "cannot split {} values × {cols} columns into {n_head} heads of even size",

@@ -133,7 +133,9 @@ impl GgufFile {
             )));
         }
         let factor = divisors.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if !(factor.is_finite() && factor >= 1.0) || divisors.iter().any(|&r| !(r > 0.0)) {
+        if !(factor.is_finite() && factor >= 1.0)
+            || divisors.iter().any(|&r| r.is_nan() || r <= 0.0)
+        {
             return Err(unsupported(format!(
                 "rope_freqs.weight has out-of-range divisors (max {factor})"
             )));
@@ -195,7 +197,7 @@ impl GgufFile {
                 let want = base / r;
                 (got - want).abs() <= 1e-3 * want.abs()
             });
-        if !ok || !(scaling.low_freq_factor > 0.0) {
+        if !ok || scaling.low_freq_factor.is_nan() || scaling.low_freq_factor <= 0.0 {
             return Err(unsupported(
                 "rope_freqs.weight does not follow the llama3 scaling formula".into(),
             ));

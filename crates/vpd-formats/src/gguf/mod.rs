@@ -15,6 +15,9 @@
 //!
 //! Tensors are exposed through [`WeightSource`] under Hugging Face names with row-major
 //! shapes (GGUF dims reversed); q/k rows are un-permuted back to rotate-half RoPE order.
+// `n % k` stays: `is_multiple_of` is newer than the workspace's rust-version (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -23,13 +26,14 @@ use crate::mmap::MappedFile;
 use crate::source::{TensorInfo, WeightSource};
 
 mod dequant;
+mod layout;
 mod llama;
 mod llama_checks;
 mod parse;
 
 pub use dequant::{block_layout, dequantize, ggml_type, ggml_type_name};
+pub use layout::GgufTensor;
 pub use llama::{hf_tensor_name, permute_gguf_to_hf, permute_hf_to_gguf};
-pub use parse::GgufTensor;
 
 /// A mapped, fully validated GGUF v3 file.
 #[derive(Debug)]

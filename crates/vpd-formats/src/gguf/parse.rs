@@ -4,13 +4,13 @@
 //! *before* anything is allocated, so a hostile header cannot make us reserve gigabytes or
 //! index past the map. Errors carry a plain `String` detail here; the caller wraps them in a
 //! [`FormatError`] variant naming the file and the key or tensor.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::dequant::{block_layout, ggml_type};
+use super::layout::{place_tensors, GgufTensor};
 use super::GgufValue;
 use crate::error::{FormatError, Result};
-use crate::source::DType;
 
 pub(super) const MAGIC: &[u8; 4] = b"GGUF";
 /// Only v3 is accepted: v1 used 32-bit counts, v2 is superseded and rare in the wild.
@@ -24,35 +24,6 @@ pub(super) const MAX_ARRAY_DEPTH: usize = 8;
 pub(super) const MAX_TENSOR_NAME: usize = 63;
 pub(super) const MAX_DIMS: u32 = 4;
 pub(super) const DEFAULT_ALIGNMENT: u64 = 32;
-
-/// One tensor as declared in the file, after every check passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GgufTensor {
-    /// The name in the file (`blk.0.attn_q.weight`).
-    pub name: String,
-    /// The Hugging Face name it is exposed under (`model.layers.0.self_attn.q_proj.weight`).
-    pub hf_name: String,
-    pub dtype: DType,
-    /// ggml type id as stored.
-    pub ggml_type: u32,
-    /// Dimensions as stored: fastest-varying first (`dims[0]` = columns).
-    pub dims: Vec<u64>,
-    /// Absolute byte range in the file.
-    pub start: usize,
-    pub end: usize,
-}
-
-impl GgufTensor {
-    /// Row-major (Hugging Face) shape: the stored dimensions reversed.
-    pub fn shape(&self) -> Vec<usize> {
-        // Every dim fits in usize: the product was checked against the file size.
-        self.dims.iter().rev().map(|&d| d as usize).collect()
-    }
-
-    pub fn numel(&self) -> usize {
-        self.dims.iter().map(|&d| d as usize).product()
-    }
-}
 
 /// Little-endian cursor over the mapped bytes; never reads past the end.
 pub(super) struct Reader<'a> {
@@ -372,58 +343,4 @@ fn tensor_info(
         start,
         end,
     })
-}
-
-/// Turns relative (offset, size) into absolute ranges; rejects data past EOF, overlaps and
-/// duplicate names (under either the GGUF or the exposed name).
-fn place_tensors(
-    tensors: &mut [GgufTensor],
-    data_start: usize,
-    file_len: usize,
-    path: &Path,
-) -> Result<()> {
-    let err = |t: &GgufTensor, detail: String| FormatError::Tensor {
-        path: path.to_path_buf(),
-        tensor: t.name.clone(),
-        detail,
-    };
-    let mut names = HashMap::with_capacity(tensors.len() * 2);
-    for (i, t) in tensors.iter_mut().enumerate() {
-        let (offset, n_bytes) = (t.start, t.end);
-        let start = data_start.checked_add(offset);
-        let end = start.and_then(|s| s.checked_add(n_bytes));
-        match (start, end) {
-            (Some(s), Some(e)) if e <= file_len => (t.start, t.end) = (s, e),
-            _ => {
-                return Err(err(
-                    t,
-                    format!(
-                        "{n_bytes} bytes of data at offset {offset} (+{data_start}) run past the end of the file ({file_len} bytes)"
-                    ),
-                ))
-            }
-        }
-        for n in [&t.name, &t.hf_name] {
-            if let Some(j) = names.insert(n.clone(), i) {
-                if j != i {
-                    return Err(err(t, format!("duplicate tensor name `{n}`")));
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by_key(|&i| tensors[i].start);
-    for w in order.windows(2) {
-        let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
-        if a.end > b.start {
-            return Err(err(
-                b,
-                format!(
-                    "data [{}, {}) overlaps tensor `{}` [{}, {})",
-                    b.start, b.end, a.name, a.start, a.end
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! A tiny GGUF v3 writer for tests: builds valid files (a 2-layer toy Llama) and records where
 //! each field landed so tests can corrupt them precisely.
 #![allow(dead_code)]
+pub mod corrupt;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
