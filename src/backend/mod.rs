@@ -69,14 +69,6 @@ impl SeqStep {
             }
         }
     }
-
-    fn logit_rows(&self) -> usize {
-        match self.logits {
-            LogitsWanted::Last => usize::from(!self.tokens.is_empty()),
-            LogitsWanted::All => self.tokens.len(),
-            LogitsWanted::None => 0,
-        }
-    }
 }
 
 /// A whole step: every sequence that runs in this forward pass.

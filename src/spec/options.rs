@@ -117,7 +117,7 @@ mod tests {
         assert!(TreeShape::parse("0,3", 64).is_err());
         assert!(TreeShape::parse("2", 64).is_err());
         assert!(TreeShape::parse("8,60", 64).is_err());
-        assert!(TreeShape::parse("40,30", 64).unwrap_err().to_string().contains("budget"));
+        assert!(TreeShape::parse("60,10", 64).unwrap_err().to_string().contains("budget"));
         assert!(check_draft_len(0).is_err() && check_draft_len(17).is_err() && check_draft_len(8).is_ok());
     }
 }

@@ -186,7 +186,7 @@ pub fn parse_llama_config(json: &str, path: &Path) -> Result<LlamaConfig> {
             .unwrap_or(num_attention_heads),
         head_dim,
         rms_norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: f.opt_f32("rope_theta")?.unwrap_or(10_000.0),
+        rope_theta: rope_theta(&f)?,
         rope_scaling: parse_rope_scaling(&f)?,
         max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(2048),
         tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
@@ -210,15 +210,39 @@ pub(crate) fn validate(cfg: &LlamaConfig, path: &Path) -> Result<()> {
     })
 }
 
+/// Where the RoPE settings live: `rope_scaling` (hub checkpoints, transformers 4) or
+/// `rope_parameters` (what transformers 5 writes, with `rope_theta` inside it).
+fn rope_key(f: &Fields<'_>) -> &'static str {
+    if f.get("rope_scaling").is_some_and(|v| !v.is_null()) || f.get("rope_parameters").is_none() {
+        "rope_scaling"
+    } else {
+        "rope_parameters"
+    }
+}
+
+fn rope_theta(f: &Fields<'_>) -> Result<f32> {
+    if let Some(t) = f.opt_f32("rope_theta")? {
+        return Ok(t);
+    }
+    if let Some(obj) = f.get("rope_parameters").and_then(Value::as_object) {
+        let s = Fields { obj, path: f.path };
+        if let Some(t) = s.opt_f32("rope_theta").map_err(|_| f.err("rope_parameters.rope_theta", "expected a number"))? {
+            return Ok(t);
+        }
+    }
+    Ok(10_000.0)
+}
+
 fn parse_rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>> {
-    let Some(v) = f.get("rope_scaling") else {
+    let key = rope_key(f);
+    let Some(v) = f.get(key) else {
         return Ok(None);
     };
+    if v.is_null() {
+        return Ok(None);
+    }
     let Some(obj) = v.as_object() else {
-        return Err(f.err(
-            "rope_scaling",
-            format!("expected an object or null, found {v}"),
-        ));
+        return Err(f.err(key, format!("expected an object or null, found {v}")));
     };
     let s = Fields { obj, path: f.path };
     // transformers renamed `type` to `rope_type`; checkpoints carry either.
@@ -230,9 +254,9 @@ fn parse_rope_scaling(f: &Fields<'_>) -> Result<Option<RopeScaling>> {
     match kind {
         "default" => Ok(None),
         "llama3" => {
-            let need = |key: &str| -> Result<f32> {
-                s.opt_f32(key)?
-                    .ok_or_else(|| f.err(&format!("rope_scaling.{key}"), "missing"))
+            let need = |k: &str| -> Result<f32> {
+                s.opt_f32(k)?
+                    .ok_or_else(|| f.err(&format!("rope_scaling.{k}"), "missing"))
             };
             Ok(Some(RopeScaling {
                 factor: need("factor")?,

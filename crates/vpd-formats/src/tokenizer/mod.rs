@@ -222,6 +222,17 @@ impl Tokenizer {
     }
 
     /// The underlying `tokenizers` tokenizer.
+    /// A hash of every (id, token) pair, added tokens included: equal fingerprints mean two
+    /// tokenizers index the same vocabulary (what a drafter must share with its target).
+    pub fn vocab_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut pairs: Vec<(u32, String)> = self.inner.get_vocab(true).into_iter().map(|(t, i)| (i, t)).collect();
+        pairs.sort_unstable();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        pairs.hash(&mut h);
+        h.finish()
+    }
+
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
