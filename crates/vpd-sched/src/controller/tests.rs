@@ -1,0 +1,441 @@
+use super::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn ctl(cfg: ControllerConfig) -> Controller {
+    Controller::new(cfg, CostPrior::default()).unwrap()
+}
+
+/// One engine step: decide, then feed back Bernoulli(α) acceptances of each draft.
+fn step(c: &mut Controller, load: &LaneLoad, alpha: &dyn Fn(RequestId) -> f64, rng: &mut ChaCha8Rng) -> Vec<Decision> {
+    let d = c.decide(load).to_vec();
+    for x in &d {
+        let a = alpha(x.id);
+        let acc = (0..x.l).take_while(|_| rng.random::<f64>() < a).count() as u8;
+        c.observe_acceptance(x.id, x.l, acc).unwrap();
+    }
+    d
+}
+
+fn max_non_probe_l(d: &[Decision]) -> u8 {
+    d.iter().filter(|x| !x.probe).map(|x| x.l).max().unwrap_or(0)
+}
+
+fn add(c: &mut Controller, ids: std::ops::Range<u64>) {
+    for id in ids {
+        c.add_request(id).unwrap();
+    }
+}
+
+#[test]
+fn invalid_configurations_are_clear_errors() {
+    let p = CostPrior::default();
+    let e = Controller::new(
+        ControllerConfig {
+            l_max: 0,
+            ..Default::default()
+        },
+        p,
+    )
+    .unwrap_err();
+    assert_eq!(e, ControllerError::SpeculationWithoutDraft);
+    assert!(e.to_string().contains("l_max is 0 with speculation on"));
+    let off = ControllerConfig {
+        l_max: 0,
+        speculation: false,
+        ..Default::default()
+    };
+    assert_eq!(Controller::new(off, p).unwrap().tiers(), &[0]);
+    for tiers in [vec![1, 2], vec![0], vec![0, 2, 2], vec![0, 9], vec![0, 3, 1]] {
+        let cfg = ControllerConfig {
+            tiers: tiers.clone(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(Controller::new(cfg, p), Err(ControllerError::BadTiers { .. })),
+            "{tiers:?}"
+        );
+    }
+    let bad = [
+        ControllerConfig {
+            alpha_prior: f64::NAN,
+            ..Default::default()
+        },
+        ControllerConfig {
+            ewma_weight: 0.0,
+            ..Default::default()
+        },
+        ControllerConfig {
+            margin: -0.1,
+            ..Default::default()
+        },
+        ControllerConfig {
+            interference: f64::INFINITY,
+            ..Default::default()
+        },
+        ControllerConfig {
+            probe_interval: Some(0),
+            ..Default::default()
+        },
+        ControllerConfig {
+            confirm_steps: 0,
+            ..Default::default()
+        },
+        ControllerConfig {
+            confidence_z: -1.0,
+            ..Default::default()
+        },
+    ];
+    for cfg in bad {
+        assert!(matches!(
+            Controller::new(cfg, p),
+            Err(ControllerError::BadParameter { .. })
+        ));
+    }
+    let bad_prior = CostPrior {
+        verify_base_s: f64::NAN,
+        ..p
+    };
+    assert!(matches!(
+        Controller::new(ControllerConfig::default(), bad_prior),
+        Err(ControllerError::BadCostPrior(_))
+    ));
+}
+
+#[test]
+fn default_tiers_end_at_l_max() {
+    assert_eq!(ctl(ControllerConfig::default()).tiers(), &[0, 1, 2, 3, 4, 6]);
+    assert_eq!(
+        ctl(ControllerConfig {
+            l_max: 10,
+            ..Default::default()
+        })
+        .tiers(),
+        &[0, 1, 2, 3, 4, 6, 8, 10]
+    );
+}
+
+#[test]
+fn speculation_off_always_decides_zero() {
+    let mut c = ctl(ControllerConfig {
+        speculation: false,
+        ..Default::default()
+    });
+    add(&mut c, 0..8);
+    for _ in 0..200 {
+        assert!(c.decide(&LaneLoad::default()).iter().all(|d| d.l == 0 && !d.probe));
+    }
+}
+
+#[test]
+fn request_bookkeeping_errors() {
+    let mut c = ctl(ControllerConfig::default());
+    c.add_request(7).unwrap();
+    assert_eq!(c.add_request(7), Err(ControllerError::DuplicateRequest(7)));
+    assert_eq!(c.observe_acceptance(8, 2, 1), Err(ControllerError::UnknownRequest(8)));
+    assert!(matches!(
+        c.observe_acceptance(7, 2, 3),
+        Err(ControllerError::AcceptedExceedsDrafted { .. })
+    ));
+    c.add_request(9).unwrap();
+    assert!(c.remove_request(7));
+    assert!(!c.remove_request(7));
+    assert_eq!(c.len(), 1);
+    c.observe_acceptance(9, 4, 4).unwrap();
+    assert!(c.alpha(9).unwrap() > 0.6);
+    assert_eq!(c.decide(&LaneLoad::default())[0].id, 9);
+}
+
+#[test]
+fn low_load_speculates_high_load_does_not() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut small = ctl(ControllerConfig::default());
+    add(&mut small, 0..4);
+    let mut big = ctl(ControllerConfig::default());
+    add(&mut big, 0..256);
+    let (mut d_small, mut d_big) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        d_small = step(&mut small, &LaneLoad::default(), &|_| 0.7, &mut rng);
+        d_big = step(&mut big, &LaneLoad::default(), &|_| 0.7, &mut rng);
+    }
+    assert!(d_small.iter().all(|d| d.l >= 2), "{d_small:?}");
+    assert_eq!(max_non_probe_l(&d_big), 0);
+}
+
+/// Load 4 → 256 → 4 requests: L drops to 0 and comes back, each within a bounded number of
+/// steps and with a bounded number of changes.
+#[test]
+fn load_step_drops_l_to_zero_and_back() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut c = ctl(ControllerConfig::default());
+    let load = LaneLoad::default();
+    add(&mut c, 0..4);
+    for _ in 0..100 {
+        step(&mut c, &load, &|_| 0.7, &mut rng);
+    }
+    assert!(c.decide(&load).iter().all(|d| d.l >= 2));
+    add(&mut c, 4..256);
+    let changes0 = c.stats().l_changes;
+    let mut settled = None;
+    for s in 0..200 {
+        let d = step(&mut c, &load, &|_| 0.7, &mut rng);
+        if settled.is_none() && max_non_probe_l(&d) == 0 {
+            settled = Some(s);
+        }
+    }
+    let settled = settled.expect("L never reached 0 at 256 requests");
+    assert!(settled <= 20, "took {settled} steps");
+    assert!(
+        c.stats().l_changes - changes0 <= 256 * 2,
+        "{} changes",
+        c.stats().l_changes - changes0
+    );
+    for id in 4..256 {
+        c.remove_request(id);
+    }
+    let mut back = None;
+    for s in 0..200 {
+        let d = step(&mut c, &load, &|_| 0.7, &mut rng);
+        if back.is_none() && d.iter().all(|x| x.l >= 2) {
+            back = Some(s);
+        }
+    }
+    assert!(back.expect("L never came back") <= 20);
+}
+
+/// Verify lane load (queued tokens sharing the forward) also pushes L down, and back.
+#[test]
+fn verify_queue_load_lowers_l() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut c = ctl(ControllerConfig::default());
+    add(&mut c, 0..64);
+    let idle = LaneLoad::default();
+    let busy = LaneLoad {
+        verify_queue_tokens: 600,
+        prefill_chunk_tokens: 512,
+        verify_busy: 1.0,
+    };
+    let run = |c: &mut Controller, load: &LaneLoad, rng: &mut ChaCha8Rng| {
+        let mut d = Vec::new();
+        for _ in 0..60 {
+            d = step(c, load, &|_| 0.7, rng);
+        }
+        d.iter().filter(|x| !x.probe).map(|x| u32::from(x.l)).sum::<u32>()
+    };
+    let l_idle = run(&mut c, &idle, &mut rng);
+    let l_busy = run(&mut c, &busy, &mut rng);
+    let l_again = run(&mut c, &idle, &mut rng);
+    assert!(l_busy < l_idle, "busy {l_busy} idle {l_idle}");
+    assert!(l_again > l_busy, "busy {l_busy} idle again {l_again}");
+}
+
+/// Measured verify cost growing (a steeper curve above a lower ridge) makes L drop.
+#[test]
+fn growing_verify_cost_lowers_l() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut c = ctl(ControllerConfig::default());
+    add(&mut c, 0..48);
+    let mut d = Vec::new();
+    for _ in 0..60 {
+        d = step(&mut c, &LaneLoad::default(), &|_| 0.8, &mut rng);
+    }
+    let before: u32 = d.iter().map(|x| u32::from(x.l)).sum();
+    assert!(before > 0);
+    for i in 0..200 {
+        let t = [8usize, 48, 96, 160, 240, 320][i % 6];
+        c.observe_verify_step(t, 5.5e-3 + 200e-6 * t as f64);
+        d = step(&mut c, &LaneLoad::default(), &|_| 0.8, &mut rng);
+    }
+    let after: u32 = d.iter().filter(|x| !x.probe).map(|x| u32::from(x.l)).sum();
+    assert!(after < before, "before {before} after {after}");
+}
+
+/// α 0.8 → 0.2: L falls to at most 1 within a bounded number of steps, monotonically (no
+/// request's L ever goes back up), with at most one change per tier passed.
+#[test]
+fn acceptance_step_settles_without_oscillation() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let cfg = ControllerConfig {
+        probe_interval: None,
+        ..Default::default()
+    };
+    let mut c = ctl(cfg);
+    add(&mut c, 0..4);
+    let load = LaneLoad::default();
+    for _ in 0..200 {
+        step(&mut c, &load, &|_| 0.8, &mut rng);
+    }
+    let mut last: Vec<u8> = c.decide(&load).iter().map(|d| d.l).collect();
+    assert!(last.iter().all(|&l| l >= 3), "{last:?}");
+    let changes0 = c.stats().l_changes;
+    let mut settled = None;
+    for s in 0..500 {
+        let d = step(&mut c, &load, &|_| 0.2, &mut rng);
+        for x in &d {
+            assert!(x.l <= last[x.id as usize], "request {} went back up at step {s}", x.id);
+            last[x.id as usize] = x.l;
+        }
+        if settled.is_none() && last.iter().all(|&l| l <= 1) {
+            settled = Some(s);
+        }
+    }
+    assert!(settled.expect("never settled") <= 40, "{settled:?}");
+    let changes = c.stats().l_changes - changes0;
+    assert!(changes <= 4 * 5, "{changes} changes");
+}
+
+/// Constant, noisy inputs (Bernoulli acceptances, ±10 % cost noise) over 2000 steps: after
+/// warm-up, L changes are rare and no request flaps.
+#[test]
+fn noisy_constant_inputs_do_not_oscillate() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut c = ctl(ControllerConfig::default());
+    let n = 32u64;
+    add(&mut c, 0..n);
+    let alphas: Vec<f64> = (0..n).map(|i| 0.3 + 0.6 * i as f64 / n as f64).collect();
+    let load = LaneLoad {
+        verify_busy: 0.5,
+        ..Default::default()
+    };
+    let mut last = vec![None; n as usize];
+    let mut per_request = vec![0u32; n as usize];
+    for s in 0..2000 {
+        let d = step(&mut c, &load, &|id| alphas[id as usize], &mut rng);
+        let toks: usize = d.iter().map(|x| x.l as usize + 1).sum();
+        let noise = 1.0 + 0.2 * (rng.random::<f64>() - 0.5);
+        c.observe_verify_step(toks, (5.5e-3 + 2e-6 * toks as f64) * noise);
+        c.observe_draft_step(n as usize, (1e-3 + 15e-6 * n as f64) * noise);
+        for x in d.iter().filter(|x| !x.probe) {
+            let i = x.id as usize;
+            if s >= 1000 && last[i].is_some_and(|l| l != x.l) {
+                per_request[i] += 1;
+            }
+            last[i] = Some(x.l);
+        }
+    }
+    let total: u32 = per_request.iter().sum();
+    let worst = *per_request.iter().max().unwrap();
+    assert!(
+        total <= n as u32 / 2,
+        "{total} changes over the last 1000 steps: {per_request:?}"
+    );
+    assert!(worst <= 6, "a request changed L {worst} times: {per_request:?}");
+}
+
+#[test]
+fn alpha_one_drafts_l_max_alpha_zero_drafts_nothing() {
+    let mut c = ctl(ControllerConfig {
+        probe_interval: None,
+        ..Default::default()
+    });
+    add(&mut c, 0..2);
+    for _ in 0..100 {
+        let d = c.decide(&LaneLoad::default()).to_vec();
+        for x in d {
+            let acc = if x.id == 0 { x.l } else { 0 };
+            c.observe_acceptance(x.id, x.l, acc).unwrap();
+        }
+    }
+    assert!(c.alpha(0).unwrap() > 0.999);
+    assert!(c.alpha(1).unwrap() < 0.01);
+    let d = c.decide(&LaneLoad::default());
+    assert_eq!(d.iter().find(|x| x.id == 0).unwrap().l, 6);
+    assert_eq!(d.iter().find(|x| x.id == 1).unwrap().l, 0);
+    assert!(c.stats().predicted_goodput.is_finite());
+}
+
+#[test]
+fn non_finite_inputs_are_ignored_safely() {
+    let mut c = ctl(ControllerConfig::default());
+    add(&mut c, 0..4);
+    let base = c.decide(&LaneLoad::default()).to_vec();
+    assert!(!c.observe_verify_step(10, f64::NAN));
+    assert!(!c.observe_draft_step(4, f64::INFINITY));
+    assert!(!c.observe_verify_step(10, -1.0));
+    let d = c
+        .decide(&LaneLoad {
+            verify_busy: f64::NAN,
+            ..Default::default()
+        })
+        .to_vec();
+    assert_eq!(
+        d.iter().map(|x| x.l).collect::<Vec<_>>(),
+        base.iter().map(|x| x.l).collect::<Vec<_>>()
+    );
+    assert_eq!(c.stats().rejected_inputs, 4);
+    assert!(c.stats().predicted_goodput.is_finite());
+}
+
+/// A request parked at L = 0 is probed (staggered, within 2 × interval) with a drafter
+/// refresh, and goes back to drafting once its acceptance recovers.
+#[test]
+fn parked_requests_are_probed_and_recover() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let cfg = ControllerConfig {
+        probe_interval: Some(16),
+        ..Default::default()
+    };
+    let mut c = ctl(cfg);
+    add(&mut c, 0..4);
+    let load = LaneLoad::default();
+    for _ in 0..150 {
+        step(&mut c, &load, &|_| 0.0, &mut rng);
+    }
+    assert_eq!(max_non_probe_l(c.decide(&load)), 0);
+    let probes0 = c.stats().probes;
+    let mut probed = [false; 4];
+    let mut resumed = [None; 4];
+    for s in 0..200 {
+        let d = step(&mut c, &load, &|_| 0.9, &mut rng);
+        for x in d {
+            if x.probe {
+                assert!(x.refresh_drafter && x.l > 0, "{x:?}");
+                probed[x.id as usize] = true;
+            }
+            if !x.probe && x.l > 0 && resumed[x.id as usize].is_none() {
+                resumed[x.id as usize] = Some(s);
+            }
+        }
+    }
+    assert!(probed.iter().all(|&p| p), "{probed:?}");
+    assert!(c.stats().probes > probes0);
+    assert!(resumed.iter().all(|r| r.is_some_and(|s| s <= 100)), "{resumed:?}");
+}
+
+/// On small batches the search agrees with brute force over every assignment.
+#[test]
+fn search_is_near_brute_force_optimum() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let cost = CostModel::new(CostPrior::default()).unwrap();
+    let tiers = [0u8, 1, 2, 3, 4, 6];
+    let m = tiers.len();
+    for _ in 0..200 {
+        let n = rng.random_range(1..=4usize);
+        let alphas: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
+        let bg = [0.0, 100.0, 300.0, 900.0][rng.random_range(0..4)];
+        let eval = Eval::new(&cost, &tiers, bg, 1.0 + rng.random::<f64>());
+        let e: Vec<f64> = alphas
+            .iter()
+            .flat_map(|&a| {
+                tiers
+                    .iter()
+                    .map(move |&l| (0..=l).map(|i| a.powi(i32::from(i))).sum::<f64>())
+            })
+            .collect();
+        let fixed = vec![None; n];
+        let (mut cand, mut best) = (Vec::new(), Vec::new());
+        propose(&eval, &e, &fixed, &mut cand, &mut best);
+        let got = eval.goodput(&eval.agg(&best, &e));
+        let mut opt = 0.0f64;
+        let mut assign = vec![0u8; n];
+        for code in 0..m.pow(n as u32) {
+            let mut k = code;
+            for a in assign.iter_mut() {
+                *a = (k % m) as u8;
+                k /= m;
+            }
+            opt = opt.max(eval.goodput(&eval.agg(&assign, &e)));
+        }
+        assert!(got >= 0.99 * opt, "{got} vs {opt}, α {alphas:?}, bg {bg}");
+    }
+}

@@ -1,0 +1,490 @@
+//! Online step-cost model for the controller (ALGORITHMS.md, "Choosing L under load").
+//!
+//! - Draft step time is linear in the batch size: `d(b) = d0 + d1·b`.
+//! - Verify time over T tokens has a compute ridge R: nearly flat below it (memory-bound,
+//!   the weights are read once), linear above it (compute-bound):
+//!   `v(T) = v0 + v1·T + v2·max(0, T − R)`.
+//!
+//! Both are fitted online by weighted least squares over exponentially forgotten normal
+//! equations (forgetting factor [`FORGET`] per sample, so the model follows a drifting
+//! device), with the prior's curve as a few light pseudo-samples so the fit is defined before
+//! any data and stays sane where no data falls. R is chosen from a fixed grid of candidates
+//! plus the prior's ridge, by least residual. Robustness: non-finite or non-positive samples
+//! are ignored, and once a fit has data, a sample is clipped to [¼, 4]× the prediction, so one
+//! stall cannot wreck it while a real change of cost still gets through in a few samples.
+//! Coefficients are clamped non-negative.
+
+/// The cost curves before any measurement, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostPrior {
+    /// `d0`: draft step time at batch 0 (launch and weight reads).
+    pub draft_base_s: f64,
+    /// `d1`: extra draft step time per sequence in the batch.
+    pub draft_per_seq_s: f64,
+    /// `v0`: verify forward time at 0 tokens (reading the target's weights).
+    pub verify_base_s: f64,
+    /// `v1`: verify time per token below the ridge.
+    pub verify_per_token_s: f64,
+    /// `v2`: extra verify time per token above the ridge.
+    pub verify_per_token_above_ridge_s: f64,
+    /// `R`: the compute ridge, in tokens.
+    pub ridge_tokens: f64,
+}
+
+impl Default for CostPrior {
+    /// Llama-3-8B target and a 1B draft on an H100, from ALGORITHMS.md: a 1B draft step at
+    /// batch 8 took 1.13 ms; the 8B verify reads 15 GB (≈ 5.5 ms at an achieved 2.7 TB/s);
+    /// above the ridge (≈ 260 tokens) each token costs ≈ 16 GFLOP ÷ 790 TFLOP/s ≈ 20 µs.
+    fn default() -> Self {
+        Self {
+            draft_base_s: 1.0e-3,
+            draft_per_seq_s: 15e-6,
+            verify_base_s: 5.5e-3,
+            verify_per_token_s: 2e-6,
+            verify_per_token_above_ridge_s: 20e-6,
+            ridge_tokens: 260.0,
+        }
+    }
+}
+
+/// An invalid [`CostPrior`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cost prior field {field} must be finite and {rule}, got {value}")]
+pub struct CostPriorError {
+    pub field: &'static str,
+    pub rule: &'static str,
+    pub value: f64,
+}
+
+/// Forgetting factor per sample: the fit remembers about 1 / (1 − 0.97) ≈ 33 samples.
+pub const FORGET: f64 = 0.97;
+/// Weight of each prior pseudo-sample.
+const PRIOR_WEIGHT: f64 = 0.05;
+/// Samples before outlier clipping starts.
+const CLIP_AFTER: u32 = 4;
+const RIDGE_GRID: [f64; 9] = [32.0, 64.0, 128.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0];
+/// Features are scaled so the normal equations stay well conditioned.
+const TOKEN_SCALE: f64 = 1e-3;
+
+/// Weighted least-squares accumulator for `N` features, with exponential forgetting.
+#[derive(Debug, Clone, Copy)]
+struct Normal<const N: usize> {
+    xtx: [[f64; N]; N],
+    xty: [f64; N],
+    yy: f64,
+}
+
+impl<const N: usize> Normal<N> {
+    const ZERO: Self = Self {
+        xtx: [[0.0; N]; N],
+        xty: [0.0; N],
+        yy: 0.0,
+    };
+
+    fn add(&mut self, x: &[f64; N], y: f64, w: f64) {
+        for i in 0..N {
+            for j in 0..N {
+                self.xtx[i][j] += w * x[i] * x[j];
+            }
+            self.xty[i] += w * x[i] * y;
+        }
+        self.yy += w * y * y;
+    }
+
+    fn scale(&mut self, f: f64) {
+        self.xtx.iter_mut().flatten().for_each(|v| *v *= f);
+        self.xty.iter_mut().for_each(|v| *v *= f);
+        self.yy *= f;
+    }
+
+    fn plus(&self, o: &Self) -> Self {
+        let mut r = *self;
+        for i in 0..N {
+            for j in 0..N {
+                r.xtx[i][j] += o.xtx[i][j];
+            }
+            r.xty[i] += o.xty[i];
+        }
+        r.yy += o.yy;
+        r
+    }
+
+    /// Solves (XᵀX + εI)θ = Xᵀy + εθ₀ by Gaussian elimination with partial pivoting; the
+    /// small ε pulls an unidentified coefficient to its prior instead of to infinity.
+    /// Returns θ and the residual sum of squares.
+    #[allow(clippy::needless_range_loop)] // index form mirrors the textbook elimination
+    fn solve(&self, prior: &[f64; N]) -> ([f64; N], f64) {
+        const EPS: f64 = 1e-9;
+        let mut a = self.xtx;
+        let mut b = self.xty;
+        for i in 0..N {
+            a[i][i] += EPS;
+            b[i] += EPS * prior[i];
+        }
+        for col in 0..N {
+            let piv = (col..N)
+                .max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))
+                .unwrap_or(col);
+            a.swap(col, piv);
+            b.swap(col, piv);
+            let d = a[col][col];
+            if d.abs() < 1e-300 {
+                return (*prior, f64::INFINITY);
+            }
+            for r in col + 1..N {
+                let f = a[r][col] / d;
+                for c in col..N {
+                    a[r][c] -= f * a[col][c];
+                }
+                b[r] -= f * b[col];
+            }
+        }
+        let mut th = [0.0; N];
+        for i in (0..N).rev() {
+            let s: f64 = (i + 1..N).map(|j| a[i][j] * th[j]).sum();
+            th[i] = (b[i] - s) / a[i][i];
+        }
+        let mut sse = self.yy;
+        for i in 0..N {
+            sse -= 2.0 * th[i] * self.xty[i];
+            for j in 0..N {
+                sse += th[i] * self.xtx[i][j] * th[j];
+            }
+        }
+        (th, sse.max(0.0))
+    }
+}
+
+fn verify_x(tokens: f64, ridge: f64) -> [f64; 3] {
+    [1.0, tokens * TOKEN_SCALE, (tokens - ridge).max(0.0) * TOKEN_SCALE]
+}
+
+fn draft_x(batch: f64) -> [f64; 2] {
+    [1.0, batch * TOKEN_SCALE]
+}
+
+/// The fitted verify curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifyFit {
+    pub base_s: f64,
+    pub per_token_s: f64,
+    pub per_token_above_ridge_s: f64,
+    pub ridge_tokens: f64,
+}
+
+/// Online draft and verify step-cost model.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    prior: CostPrior,
+    draft_data: Normal<2>,
+    draft_prior: Normal<2>,
+    ridges: Vec<f64>,
+    verify_data: Vec<Normal<3>>,
+    verify_prior: Vec<Normal<3>>,
+    draft_fit: [f64; 2],
+    verify_fit: VerifyFit,
+    draft_samples: u32,
+    verify_samples: u32,
+    rejected: u64,
+}
+
+impl CostModel {
+    /// A model that predicts `prior` until samples arrive.
+    ///
+    /// # Errors
+    /// [`CostPriorError`] for a non-finite or negative field, or a ridge under 1 token.
+    pub fn new(prior: CostPrior) -> Result<Self, CostPriorError> {
+        let fields = [
+            ("draft_base_s", prior.draft_base_s),
+            ("draft_per_seq_s", prior.draft_per_seq_s),
+            ("verify_base_s", prior.verify_base_s),
+            ("verify_per_token_s", prior.verify_per_token_s),
+            ("verify_per_token_above_ridge_s", prior.verify_per_token_above_ridge_s),
+        ];
+        for (field, value) in fields {
+            if !value.is_finite() || value < 0.0 {
+                return Err(CostPriorError {
+                    field,
+                    rule: ">= 0",
+                    value,
+                });
+            }
+        }
+        if !(prior.ridge_tokens.is_finite() && prior.ridge_tokens >= 1.0) {
+            return Err(CostPriorError {
+                field: "ridge_tokens",
+                rule: ">= 1",
+                value: prior.ridge_tokens,
+            });
+        }
+        if prior.verify_base_s + prior.draft_base_s <= 0.0 {
+            return Err(CostPriorError {
+                field: "verify_base_s",
+                rule: "> 0 (with draft_base_s)",
+                value: 0.0,
+            });
+        }
+        let mut ridges: Vec<f64> = RIDGE_GRID.to_vec();
+        if !ridges.contains(&prior.ridge_tokens) {
+            ridges.push(prior.ridge_tokens);
+        }
+        let prior_v = |t: f64| {
+            prior.verify_base_s
+                + prior.verify_per_token_s * t
+                + prior.verify_per_token_above_ridge_s * (t - prior.ridge_tokens).max(0.0)
+        };
+        let r0 = prior.ridge_tokens;
+        let verify_prior = ridges
+            .iter()
+            .map(|&r| {
+                let mut n = Normal::ZERO;
+                for t in [1.0, 0.5 * r0, r0, 2.0 * r0, 4.0 * r0] {
+                    n.add(&verify_x(t, r), prior_v(t), PRIOR_WEIGHT);
+                }
+                n
+            })
+            .collect();
+        let mut draft_prior = Normal::ZERO;
+        for b in [1.0, 16.0, 64.0, 256.0] {
+            draft_prior.add(
+                &draft_x(b),
+                prior.draft_base_s + prior.draft_per_seq_s * b,
+                PRIOR_WEIGHT,
+            );
+        }
+        let verify_data = vec![Normal::ZERO; ridges.len()];
+        let mut m = Self {
+            prior,
+            draft_data: Normal::ZERO,
+            draft_prior,
+            ridges,
+            verify_data,
+            verify_prior,
+            draft_fit: [prior.draft_base_s, prior.draft_per_seq_s / TOKEN_SCALE],
+            verify_fit: VerifyFit {
+                base_s: prior.verify_base_s,
+                per_token_s: prior.verify_per_token_s,
+                per_token_above_ridge_s: prior.verify_per_token_above_ridge_s,
+                ridge_tokens: prior.ridge_tokens,
+            },
+            draft_samples: 0,
+            verify_samples: 0,
+            rejected: 0,
+        };
+        m.refit_draft();
+        m.refit_verify();
+        Ok(m)
+    }
+
+    /// Records one draft step of `batch` sequences that took `seconds`. Returns whether the
+    /// sample was used (non-finite, non-positive or zero-batch samples are ignored).
+    pub fn observe_draft(&mut self, batch: usize, seconds: f64) -> bool {
+        if batch == 0 || !seconds.is_finite() || seconds <= 0.0 {
+            self.rejected += 1;
+            return false;
+        }
+        let b = batch as f64;
+        let y = self.clip(seconds, self.draft_step_s(batch), self.draft_samples);
+        self.draft_data.scale(FORGET);
+        self.draft_data.add(&draft_x(b), y, 1.0);
+        self.draft_samples = self.draft_samples.saturating_add(1);
+        self.refit_draft();
+        true
+    }
+
+    /// Records one verify forward over `tokens` tokens that took `seconds`. Returns whether
+    /// the sample was used.
+    pub fn observe_verify(&mut self, tokens: usize, seconds: f64) -> bool {
+        if tokens == 0 || !seconds.is_finite() || seconds <= 0.0 {
+            self.rejected += 1;
+            return false;
+        }
+        let t = tokens as f64;
+        let y = self.clip(seconds, self.verify_s(t), self.verify_samples);
+        for (n, &r) in self.verify_data.iter_mut().zip(&self.ridges) {
+            n.scale(FORGET);
+            n.add(&verify_x(t, r), y, 1.0);
+        }
+        self.verify_samples = self.verify_samples.saturating_add(1);
+        self.refit_verify();
+        true
+    }
+
+    fn clip(&self, y: f64, pred: f64, samples: u32) -> f64 {
+        if samples >= CLIP_AFTER && pred > 0.0 {
+            y.clamp(pred / 4.0, pred * 4.0)
+        } else {
+            y
+        }
+    }
+
+    fn refit_draft(&mut self) {
+        let p = [self.prior.draft_base_s, self.prior.draft_per_seq_s / TOKEN_SCALE];
+        let (th, _) = self.draft_data.plus(&self.draft_prior).solve(&p);
+        self.draft_fit = [th[0].max(0.0), th[1].max(0.0)];
+    }
+
+    fn refit_verify(&mut self) {
+        let p = &self.prior;
+        let mut best: Option<(f64, VerifyFit)> = None;
+        for (i, &r) in self.ridges.iter().enumerate() {
+            let th0 = [
+                p.verify_base_s,
+                p.verify_per_token_s / TOKEN_SCALE,
+                p.verify_per_token_above_ridge_s / TOKEN_SCALE,
+            ];
+            let (th, sse) = self.verify_data[i].plus(&self.verify_prior[i]).solve(&th0);
+            let fit = VerifyFit {
+                base_s: th[0].max(0.0),
+                per_token_s: (th[1] * TOKEN_SCALE).max(0.0),
+                per_token_above_ridge_s: (th[2] * TOKEN_SCALE).max(0.0),
+                ridge_tokens: r,
+            };
+            // A candidate must be strictly better to replace the one before: ties (no data
+            // near either ridge) keep the earlier, and before any data the prior's own ridge
+            // wins because it fits the prior points exactly.
+            if best.is_none_or(|(b, _)| sse < b * (1.0 - 1e-9)) {
+                best = Some((sse, fit));
+            }
+        }
+        if let Some((_, f)) = best {
+            self.verify_fit = f;
+        }
+    }
+
+    /// Predicted time of one draft step over `batch` sequences; 0 for an empty batch.
+    pub fn draft_step_s(&self, batch: usize) -> f64 {
+        if batch == 0 {
+            return 0.0;
+        }
+        self.draft_fit[0] + self.draft_fit[1] * batch as f64 * TOKEN_SCALE
+    }
+
+    /// Marginal draft-step time per extra sequence.
+    pub fn draft_per_seq_s(&self) -> f64 {
+        self.draft_fit[1] * TOKEN_SCALE
+    }
+
+    /// Predicted time of one verify forward over `tokens` tokens.
+    pub fn verify_s(&self, tokens: f64) -> f64 {
+        let f = &self.verify_fit;
+        f.base_s + f.per_token_s * tokens + f.per_token_above_ridge_s * (tokens - f.ridge_tokens).max(0.0)
+    }
+
+    /// Marginal verify time per token at `tokens` (the slope of the curve there).
+    pub fn verify_slope_s(&self, tokens: f64) -> f64 {
+        let f = &self.verify_fit;
+        f.per_token_s
+            + if tokens >= f.ridge_tokens {
+                f.per_token_above_ridge_s
+            } else {
+                0.0
+            }
+    }
+
+    /// The current verify curve.
+    pub fn verify_fit(&self) -> VerifyFit {
+        self.verify_fit
+    }
+
+    /// Samples ignored as non-finite or non-positive.
+    pub fn rejected_samples(&self) -> u64 {
+        self.rejected
+    }
+
+    pub fn prior(&self) -> &CostPrior {
+        &self.prior
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn predicts_the_prior_before_any_sample() {
+        let p = CostPrior::default();
+        let m = CostModel::new(p).unwrap();
+        assert!(close(m.draft_step_s(8), 1.0e-3 + 8.0 * 15e-6, 1e-3));
+        assert!(close(m.verify_s(100.0), 5.5e-3 + 100.0 * 2e-6, 1e-3));
+        assert!(close(m.verify_s(1260.0), 5.5e-3 + 1260.0 * 2e-6 + 1000.0 * 20e-6, 1e-3));
+        assert_eq!(m.draft_step_s(0), 0.0);
+    }
+
+    #[test]
+    fn learns_a_different_device_with_its_ridge() {
+        let mut m = CostModel::new(CostPrior::default()).unwrap();
+        let truth = |t: f64| 2e-3 + 1e-6 * t + 8e-6 * (t - 512.0).max(0.0);
+        for i in 0..200 {
+            let t = [16, 64, 200, 400, 512, 700, 1000, 1500][i % 8];
+            assert!(m.observe_verify(t, truth(t as f64)));
+        }
+        let f = m.verify_fit();
+        assert_eq!(f.ridge_tokens, 512.0, "{f:?}");
+        for t in [10.0, 300.0, 800.0, 1400.0] {
+            assert!(
+                close(m.verify_s(t), truth(t), 0.05),
+                "t={t}: {} vs {}",
+                m.verify_s(t),
+                truth(t)
+            );
+        }
+    }
+
+    #[test]
+    fn draft_cost_follows_batch_samples() {
+        let mut m = CostModel::new(CostPrior::default()).unwrap();
+        for i in 0..100 {
+            let b = [1, 8, 32, 128][i % 4];
+            m.observe_draft(b, 0.5e-3 + 40e-6 * b as f64);
+        }
+        assert!(
+            close(m.draft_step_s(64), 0.5e-3 + 40e-6 * 64.0, 0.05),
+            "{}",
+            m.draft_step_s(64)
+        );
+        assert!(close(m.draft_per_seq_s(), 40e-6, 0.1));
+    }
+
+    #[test]
+    fn garbage_samples_are_ignored_and_stalls_are_clipped() {
+        let mut m = CostModel::new(CostPrior::default()).unwrap();
+        for _ in 0..20 {
+            m.observe_verify(100, 6e-3);
+        }
+        let before = m.verify_s(100.0);
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
+            assert!(!m.observe_verify(100, bad));
+            assert!(!m.observe_draft(4, bad));
+        }
+        assert!(!m.observe_verify(0, 1e-3));
+        assert_eq!(m.rejected_samples(), 9);
+        assert_eq!(m.verify_s(100.0), before);
+        m.observe_verify(100, 10.0); // a 10 s stall
+        assert!(m.verify_s(100.0) < 4.0 * before, "{}", m.verify_s(100.0));
+        assert!(m.verify_s(100.0).is_finite());
+    }
+
+    #[test]
+    fn invalid_priors_are_errors() {
+        let bad = CostPrior {
+            verify_base_s: f64::NAN,
+            ..CostPrior::default()
+        };
+        assert_eq!(CostModel::new(bad).unwrap_err().field, "verify_base_s");
+        let bad = CostPrior {
+            ridge_tokens: 0.0,
+            ..CostPrior::default()
+        };
+        assert_eq!(CostModel::new(bad).unwrap_err().field, "ridge_tokens");
+        let bad = CostPrior {
+            draft_per_seq_s: -1.0,
+            ..CostPrior::default()
+        };
+        assert!(CostModel::new(bad).is_err());
+    }
+}
