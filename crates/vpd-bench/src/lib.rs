@@ -1,4 +1,10 @@
-//! Benchmark client pieces that need no model or device.
+//! Benchmark client pieces that need no model or device: the ShareGPT reader, vLLM-style
+//! workload sampling and arrivals, serving metrics as vLLM's `bench serve` defines them,
+//! JSON / Markdown / PNG reports, and the labelled synthetic acceptance process.
 #![forbid(unsafe_code)]
 
+pub mod metrics;
+pub mod report;
 pub mod sharegpt;
+pub mod synthetic;
+pub mod workload;

@@ -51,7 +51,10 @@ pub enum DatasetError {
 /// The file cannot be read, does not start with a JSON array, or a complete record is malformed.
 pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
     let p = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| DatasetError::Io { path: p.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Io {
+        path: p.clone(),
+        source,
+    })?;
     parse(&bytes).map_err(|detail| DatasetError::Format { path: p, detail })
 }
 
@@ -69,8 +72,18 @@ pub fn parse(bytes: &[u8]) -> Result<Dataset, String> {
     loop {
         pos = skip_ws(bytes, pos);
         match bytes.get(pos) {
-            None => return Ok(Dataset { conversations, truncated: true }),
-            Some(b']') => return Ok(Dataset { conversations, truncated: false }),
+            None => {
+                return Ok(Dataset {
+                    conversations,
+                    truncated: true,
+                })
+            }
+            Some(b']') => {
+                return Ok(Dataset {
+                    conversations,
+                    truncated: false,
+                })
+            }
             Some(b',') if !conversations.is_empty() => {
                 pos += 1;
                 continue;
@@ -84,9 +97,19 @@ pub fn parse(bytes: &[u8]) -> Result<Dataset, String> {
                 pos += stream.byte_offset();
             }
             // Ran out of bytes inside this record: the file was cut here.
-            Some(Err(e)) if e.is_eof() => return Ok(Dataset { conversations, truncated: true }),
+            Some(Err(e)) if e.is_eof() => {
+                return Ok(Dataset {
+                    conversations,
+                    truncated: true,
+                })
+            }
             Some(Err(e)) => return Err(format!("record {}: {e}", conversations.len())),
-            None => return Ok(Dataset { conversations, truncated: true }),
+            None => {
+                return Ok(Dataset {
+                    conversations,
+                    truncated: true,
+                })
+            }
         }
     }
 }
