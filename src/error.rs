@@ -21,6 +21,10 @@ pub enum EngineError {
     Io { path: String, source: std::io::Error },
     #[error("backend: {0}")]
     Backend(String),
+    #[error("backend: `{op}` does not support {shape}")]
+    UnsupportedShape { op: &'static str, shape: String },
+    #[error("backend: needs {needed} bytes of device memory, {free} free")]
+    OutOfDeviceMemory { needed: usize, free: usize },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

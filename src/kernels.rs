@@ -38,10 +38,20 @@ mod tests {
     #[test]
     #[cfg(vpd_kernels)]
     fn params_struct_layout_matches_c() {
-        use super::params::RmsNormParams;
-        // 4 pointers, 2 u32, 1 f32, padded to pointer alignment.
-        assert_eq!(std::mem::size_of::<RmsNormParams>(), 48);
-        assert_eq!(std::mem::offset_of!(RmsNormParams, rows), 32);
-        assert_eq!(std::mem::offset_of!(RmsNormParams, eps), 40);
+        use super::params::*;
+        use std::mem::{offset_of, size_of};
+        // Pointers first, then 32-bit fields, padded to pointer alignment: the C layout the
+        // kernels read. bindgen's own layout tests check the rest.
+        assert_eq!(size_of::<RmsNormParams>(), 56);
+        assert_eq!(offset_of!(RmsNormParams, rows), 40);
+        assert_eq!(offset_of!(RmsNormParams, eps), 48);
+        assert_eq!(size_of::<EmbeddingParams>(), 32);
+        assert_eq!(offset_of!(RopeKvParams, tokens), 48);
+        assert_eq!(size_of::<RopeKvParams>(), 72);
+        assert_eq!(offset_of!(PagedAttnParams, tokens), 88);
+        assert_eq!(offset_of!(PagedAttnParams, scale), 124);
+        assert_eq!(size_of::<PagedAttnParams>(), 128);
+        assert_eq!(offset_of!(KvCopyParams, plane), 32);
+        assert_eq!(size_of::<SwigluParams>(), 24);
     }
 }

@@ -1,20 +1,101 @@
 /* Kernel parameter structs: declared once here, bound into Rust by bindgen (build.rs).
- * One struct per kernel family, passed by value. Every pointer is commented with its shape. */
+ * One struct per kernel family, passed by value. Every pointer is commented with its shape.
+ * Notation: T = new tokens in the step, S = sequences, H = hidden size, D = head_dim,
+ * NH / NKV = query / key-value heads, KVD = NKV * D, SLOTS = num_blocks * block_size.
+ * bf16 values travel as uint16_t (bit patterns); math is f32. */
 #ifndef VPD_PARAMS_H
 #define VPD_PARAMS_H
 
 #include <stdint.h>
 
-/* Fused residual add + RMSNorm (Zhang & Sennrich 2019), bf16 in and out, f32 math:
- *   residual += x (when x != NULL); out = residual / rms(residual) * weight. */
+/* Token embedding gather (embedding.cu): out[t, :] = f32(table[ids[t], :]). */
+typedef struct EmbeddingParams {
+    const uint32_t *ids;      /* [T] token ids, < vocab (checked on the host) */
+    const uint16_t *table;    /* [vocab, H] bf16 */
+    float *out;               /* [T, H] f32 (the residual stream) */
+    uint32_t tokens;
+    uint32_t hidden;
+} EmbeddingParams;
+
+/* Fused residual add + RMSNorm (Zhang & Sennrich 2019) (rms_norm.cu):
+ *   residual[r] += x[r] (when x != NULL);
+ *   out[i] = bf16(residual[src(i)] / rms(residual[src(i)]) * weight), src(i) = rows_idx ? rows_idx[i] : i. */
 typedef struct RmsNormParams {
-    const uint16_t *x;        /* [rows, dim] bf16, may be NULL (no residual add) */
-    uint16_t *residual;       /* [rows, dim] bf16, updated in place */
+    const float *x;           /* [rows, dim] f32, may be NULL (no residual add); needs rows_idx == NULL */
+    float *residual;          /* [>= max source row + 1, dim] f32, updated in place when x != NULL */
     const uint16_t *weight;   /* [dim] bf16 */
     uint16_t *out;            /* [rows, dim] bf16 */
+    const uint32_t *rows_idx; /* [rows] source row of each output row, may be NULL (identity) */
     uint32_t rows;
     uint32_t dim;
     float eps;
 } RmsNormParams;
+
+/* Rotate-half RoPE on q and k, fused with the paged K/V cache write (rope_kv.cu):
+ *   q[t, h] and k[t, h] rotated in place by positions[t]·inv_freq; k and v then written as
+ *   bf16 to cache slot slots[t]. inv_freq carries any llama3 scaling already. */
+typedef struct RopeKvParams {
+    float *qkv;               /* [T, qkv_stride] f32: q at column 0 (NH·D), k at q_cols, v at q_cols + KVD */
+    const int32_t *positions; /* [T] RoPE position of each token */
+    const uint32_t *slots;    /* [T] cache slot of each token (block_table[pos / bs] * bs + pos % bs) */
+    const float *inv_freq;    /* [D / 2] */
+    uint16_t *k_cache;        /* [SLOTS, KVD] bf16, this layer */
+    uint16_t *v_cache;        /* [SLOTS, KVD] bf16, this layer */
+    uint32_t tokens;
+    uint32_t n_heads;
+    uint32_t n_kv_heads;
+    uint32_t head_dim;
+    uint32_t qkv_stride;
+} RopeKvParams;
+
+/* SwiGLU (swiglu.cu): out[t, i] = bf16(silu(gu[t, i]) * gu[t, ff + i]). */
+typedef struct SwigluParams {
+    const float *gate_up;     /* [T, 2·ff] f32: gate then up */
+    uint16_t *out;            /* [T, ff] bf16 */
+    uint32_t tokens;
+    uint32_t ff;
+} SwigluParams;
+
+/* Paged attention for decode, verification, chunked prefill and token trees (attention.cu).
+ * Token t of sequence s = tok_seq[t], index i = t - seq_tok_start[s] among the new tokens, sees
+ * cache positions 0..seq_start_pos[s] (the committed prefix) and the new tokens j it attends to:
+ * j <= i for a chain, the ancestors of i (and i) through parents[] for a tree. New token j sits
+ * at position seq_start_pos[s] + j. Softmax(q·kᵀ·scale)·v per query head, GQA (head h reads
+ * kv head h / (NH / NKV)). Split-K: blockIdx.z of num_splits takes a contiguous share of the
+ * visible positions and writes a partial (max, sum, acc) that attn_combine_kernel merges. */
+typedef struct PagedAttnParams {
+    const float *q;               /* [T, q_stride] f32, rotated; head h at column h·D */
+    const uint16_t *k_cache;      /* [SLOTS, KVD] bf16, this layer */
+    const uint16_t *v_cache;      /* [SLOTS, KVD] bf16, this layer */
+    const uint32_t *tok_seq;      /* [T] sequence of each token */
+    const uint32_t *seq_tok_start;/* [S + 1] first flattened token of each sequence */
+    const uint32_t *seq_start_pos;/* [S] tokens already cached */
+    const uint32_t *seq_is_tree;  /* [S] 0: causal chain, 1: tree through parents */
+    const int32_t *parents;       /* [T] parent index among the sequence's new tokens, -1: prefix */
+    const uint32_t *block_tables; /* [S, max_blocks] cache blocks, padded */
+    uint16_t *out;                /* [T, NH·D] bf16 (num_splits == 1) */
+    float *partial;               /* [num_splits, T, NH, D + 2] f32 (num_splits > 1): acc, max, sum */
+    uint32_t tokens;
+    uint32_t n_heads;
+    uint32_t n_kv_heads;
+    uint32_t head_dim;
+    uint32_t q_stride;
+    uint32_t block_size;
+    uint32_t max_blocks;
+    uint32_t num_splits;
+    uint32_t max_tree;            /* max new tokens of a tree sequence (shared-memory ancestor list) */
+    float scale;
+} PagedAttnParams;
+
+/* In-order K/V slot copies in every layer (kv_copy.cu): for each pair p in order,
+ * cache[layer][dst[p]] = cache[layer][src[p]]. Copy-on-write blocks and tree compaction. */
+typedef struct KvCopyParams {
+    uint16_t *cache;          /* [2 · layers, SLOTS, KVD] bf16: K of layer l at 2l, V at 2l + 1 */
+    const uint32_t *src;      /* [pairs] source slots */
+    const uint32_t *dst;      /* [pairs] destination slots */
+    uint32_t pairs;
+    uint32_t kv_dim;
+    uint64_t plane;           /* SLOTS · KVD: elements of one layer's K (or V) */
+} KvCopyParams;
 
 #endif

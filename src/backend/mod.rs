@@ -5,6 +5,8 @@
 //! One plan mixes sequences that contribute 1 token (decode), L+1 tokens (verification),
 //! a token tree (tree verification) or a prompt chunk (prefill).
 pub mod cpu;
+#[cfg(all(feature = "cuda", vpd_kernels))]
+pub mod cuda;
 
 use vpd_formats::LlamaConfig;
 

@@ -1,6 +1,7 @@
 //! The `vpd` command line: argument parsing, validation and printing. No model logic here.
 mod demo;
 mod generate;
+mod gpu_check;
 mod make_model;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ pub enum Command {
     MakeModel(make_model::MakeModelArgs),
     /// Generate for a few ShareGPT prompts and report tokens/s (what `make run` shows).
     Demo(demo::DemoArgs),
+    /// Check the CUDA backend against the CPU reference, kernel by kernel and end to end.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 /// Runs a parsed command line.
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::MakeModel(a) => make_model::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::GpuCheck(a) => gpu_check::run(a),
     }
 }

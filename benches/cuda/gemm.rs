@@ -1,0 +1,36 @@
+//! cuBLAS bf16 GEMM (f32 out) at Llama-3-8B projection shapes: batch-1 decode is a
+//! bandwidth-bound matrix-vector product (GB/s of weights); the 4096-token case is compute
+//! bound and is reported in TFLOP/s as well.
+#[path = "common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use verify_pd::backend::cuda::ops;
+
+fn config() -> Criterion {
+    Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1))
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(dev) = common::open() else { return };
+    let ceiling = common::copy_gbps(&dev);
+    for &(t, din, dout) in &[(1usize, 4096usize, 6144usize), (1, 4096, 28672), (1, 14336, 4096), (64, 4096, 28672), (4096, 4096, 28672)] {
+        let x = dev.upload(&common::rand_bf16(t * din, 1)).unwrap();
+        let w = dev.upload(&common::rand_bf16(din * dout, 2)).unwrap();
+        let mut y = dev.alloc::<f32>(t * dout).unwrap();
+        let bytes = (din * dout * 2 + t * din * 2 + t * dout * 4) as f64;
+        let mut run = || ops::gemm(&dev, &x, &w, 0, &mut y, t, din, dout, 0.0).unwrap();
+        let s = common::median_secs(&dev, 15, &mut run);
+        common::report(&dev, "gemm", &format!("T={t} {din}->{dout}"), s, bytes, ceiling);
+        println!("{:>60} {:.1} TFLOP/s", "", 2.0 * (t * din * dout) as f64 / s / 1e12);
+        let mut g = c.benchmark_group(format!("cuda_{}", dev.name.replace(' ', "_")));
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(format!("gemm/T={t}/{din}x{dout}"), |b| b.iter_custom(|n| common::time(&dev, n, &mut run)));
+        g.finish();
+    }
+}
+
+criterion_group! { name = benches; config = config(); targets = bench }
+criterion_main!(benches);

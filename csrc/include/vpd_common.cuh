@@ -1,0 +1,40 @@
+// Helpers shared by every kernel file: bf16 bit patterns <-> f32, warp and block sums.
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+static __device__ __forceinline__ float bf16_to_f32(uint16_t v) {
+    return __uint_as_float(static_cast<uint32_t>(v) << 16);
+}
+
+// Round to nearest even, as half::bf16::from_f32 does on the host.
+static __device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+    __nv_bfloat16 b = __float2bfloat16_rn(f);
+    return *reinterpret_cast<uint16_t *>(&b);
+}
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+static __device__ __forceinline__ float block_sum(float v) {
+    __shared__ float warp_sums[32];
+    v = warp_sum(v);
+    __syncthreads();  // warp_sums may still be read by a previous call
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.f;
+    if (threadIdx.x < 32) {
+        t = warp_sum(t);
+        if (threadIdx.x == 0) warp_sums[0] = t;
+    }
+    __syncthreads();
+    return warp_sums[0];
+}
