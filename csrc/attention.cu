@@ -133,3 +133,196 @@ extern "C" __global__ void attn_combine_kernel(PagedAttnParams p) {
         p.out[static_cast<size_t>(t) * p.n_heads * D + h * D + d] = f32_to_bf16(a / sum);
     }
 }
+
+// ---- GQA fast path (decode and short steps) ------------------------------------------------
+// One block of GQA_WARPS warps per (token, KV head, split), computing all G = NH / NKV query
+// heads of the group from one read of K/V (the generic kernel above reads it G times). A K or
+// V row is split over D / 8 lanes, each loading 8 bf16 (16 bytes) at once; a warp so covers
+// 32 / (D / 8) positions at a time and every lane keeps GQA_UNROLL positions' K and V loads in
+// flight before it uses the first. Scores of one chunk share one rescale of the running
+// (max, sum, acc) per head. The warps' and then the lane groups' states are merged at the end
+// exactly as the generic kernel does; the output (or split partial) layout is the same, so
+// attn_combine_kernel merges either. Needs D % 8 == 0 with D / 8 a power of two, G <= 8
+// (checked on the host, which otherwise launches the generic kernel).
+#define GQA_WARPS 4
+#define GQA_UNROLL 4
+
+static __device__ __forceinline__ void bf16x8_to_f32(const uint4 v, float f[8]) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
+template <int G>
+static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) {
+    const uint32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+    const uint32_t D = p.head_dim, kvd = p.n_kv_heads * D;
+    const uint32_t lpp = D / 8;                        // lanes per position: 1, 2, 4, ..., 32
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t sub = lane & (lpp - 1);             // this lane's 8 head elements
+    const uint32_t groups = GQA_WARPS * 32 / lpp;      // positions the block covers at once
+    const uint32_t pg = threadIdx.x / lpp;
+    const uint32_t s = p.tok_seq[t];
+    const uint32_t tok0 = p.seq_tok_start[s];
+    const uint32_t i = t - tok0;
+    const uint32_t start = p.seq_start_pos[s];
+    const bool tree = p.seq_is_tree[s] != 0;
+
+    extern __shared__ float gqa_smem[];
+    float *red = gqa_smem;                                                    // [GQA_WARPS][G][D + 2]
+    int32_t *anc = reinterpret_cast<int32_t *>(gqa_smem + GQA_WARPS * G * (D + 2));  // [max_tree]
+    __shared__ uint32_t gqa_n_anc;
+    uint32_t n_new = i + 1;
+    if (tree) {
+        if (threadIdx.x == 0) {
+            uint32_t n = 0;
+            for (int32_t k = static_cast<int32_t>(i); k >= 0; k = p.parents[tok0 + k]) anc[n++] = k;
+            gqa_n_anc = n;
+        }
+        __syncthreads();
+        n_new = gqa_n_anc;
+    }
+    const uint32_t total = start + n_new;
+    const uint32_t per = (total + p.num_splits - 1) / p.num_splits;
+    const uint32_t lo = split * per, hi = min(total, lo + per);
+
+    float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const float *q = p.q + static_cast<size_t>(t) * p.q_stride + (kvh * G + g) * D + sub * 8;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            qv[g][e] = q[e] * p.scale;
+            acc[g][e] = 0.f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.f;
+    }
+    const uint32_t *table = p.block_tables + static_cast<size_t>(s) * p.max_blocks;
+    const uint16_t *kb = p.k_cache + kvh * D + sub * 8;
+    const uint16_t *vb = p.v_cache + kvh * D + sub * 8;
+    for (uint32_t base = lo; base < hi; base += groups * GQA_UNROLL) {
+        uint4 kr[GQA_UNROLL], vr[GQA_UNROLL];
+        bool ok[GQA_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GQA_UNROLL; ++u) {
+            const uint32_t k = base + u * groups + pg;
+            ok[u] = k < hi;
+            kr[u] = make_uint4(0, 0, 0, 0);
+            vr[u] = make_uint4(0, 0, 0, 0);
+            if (ok[u]) {
+                const uint32_t pos = k < start ? k : start + (tree ? static_cast<uint32_t>(anc[k - start]) : k - start);
+                const size_t slot = static_cast<size_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
+                kr[u] = __ldg(reinterpret_cast<const uint4 *>(kb + slot * kvd));
+                vr[u] = __ldg(reinterpret_cast<const uint4 *>(vb + slot * kvd));
+            }
+        }
+        float sc[GQA_UNROLL][G];
+#pragma unroll
+        for (int u = 0; u < GQA_UNROLL; ++u) {
+            float kf[8];
+            bf16x8_to_f32(kr[u], kf);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float d = 0.f;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) d += qv[g][e] * kf[e];
+                for (uint32_t o = lpp >> 1; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+                sc[u][g] = d;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            float mc = m[g];
+#pragma unroll
+            for (int u = 0; u < GQA_UNROLL; ++u)
+                if (ok[u]) mc = fmaxf(mc, sc[u][g]);
+            if (mc == -INFINITY) continue;  // this lane group saw nothing yet
+            const float corr = __expf(m[g] - mc);  // 0 while m = -inf
+            l[g] *= corr;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] *= corr;
+#pragma unroll
+            for (int u = 0; u < GQA_UNROLL; ++u) {
+                if (!ok[u]) continue;
+                const float w = __expf(sc[u][g] - mc);
+                float vf[8];
+                bf16x8_to_f32(vr[u], vf);
+                l[g] += w;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[g][e] += w * vf[e];
+            }
+            m[g] = mc;
+        }
+    }
+    // Merge the lane groups of each warp (lanes sub, sub + lpp, ... hold the same elements).
+    for (uint32_t o = lpp; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float om = __shfl_xor_sync(0xffffffffu, m[g], o);
+            const float ol = __shfl_xor_sync(0xffffffffu, l[g], o);
+            float oa[8];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) oa[e] = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+            const float mx = fmaxf(m[g], om);
+            if (mx == -INFINITY) continue;
+            const float fa = __expf(m[g] - mx), fb = __expf(om - mx);
+            l[g] = l[g] * fa + ol * fb;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] = acc[g][e] * fa + oa[e] * fb;
+            m[g] = mx;
+        }
+    }
+    if (lane < lpp) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            float *mine = red + (warp * G + g) * (D + 2);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) mine[sub * 8 + e] = acc[g][e];
+            if (sub == 0) {
+                mine[D] = m[g];
+                mine[D + 1] = l[g];
+            }
+        }
+    }
+    __syncthreads();
+    for (uint32_t idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+        const uint32_t g = idx / D, d = idx % D, h = kvh * G + g;
+        float mx = -INFINITY;
+        for (int w = 0; w < GQA_WARPS; ++w) mx = fmaxf(mx, red[(w * G + g) * (D + 2) + D]);
+        float a = 0.f, sum = 0.f;
+        for (int w = 0; w < GQA_WARPS; ++w) {
+            const float *r = red + (w * G + g) * (D + 2);
+            if (r[D] == -INFINITY) continue;
+            const float f = __expf(r[D] - mx);
+            a += f * r[d];
+            sum += f * r[D + 1];
+        }
+        if (p.num_splits == 1) {
+            p.out[static_cast<size_t>(t) * p.n_heads * D + h * D + d] = f32_to_bf16(a / sum);
+        } else {
+            float *part = p.partial + ((static_cast<size_t>(split) * p.tokens + t) * p.n_heads + h) * (D + 2);
+            part[d] = a;
+            if (d == 0) {
+                part[D] = mx;
+                part[D + 1] = sum;
+            }
+        }
+    }
+}
+
+#define GQA_KERNEL(G)                                                                              \
+    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32) paged_attn_gqa##G##_kernel(PagedAttnParams p) { \
+        paged_attn_gqa<G>(p);                                                                      \
+    }
+GQA_KERNEL(1)
+GQA_KERNEL(2)
+GQA_KERNEL(3)
+GQA_KERNEL(4)
+GQA_KERNEL(5)
+GQA_KERNEL(6)
+GQA_KERNEL(7)
+GQA_KERNEL(8)

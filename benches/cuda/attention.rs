@@ -1,6 +1,7 @@
 //! Paged decode attention, Llama-3-8B heads (32/8, D 128), bf16 K/V in 16-token blocks:
-//! batch x context, with the split-K factor the backend picks. Bytes are the K/V of every
-//! sequence read once (the floor; each of the 4 query heads of a group re-reads it from L2).
+//! batch x context, with the split-K factor the backend picks, on the GQA kernel (the one the
+//! backend runs for this shape) and on the generic one. Bytes are the K/V of every sequence
+//! read once (the floor).
 #[path = "common.rs"]
 mod common;
 
@@ -10,14 +11,17 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use verify_pd::backend::cuda::ops;
 
 fn config() -> Criterion {
-    Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1))
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
 }
 
 fn bench(c: &mut Criterion) {
     let Some(dev) = common::open() else { return };
     let ceiling = common::copy_gbps(&dev);
     let shape = ops::HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
-    for &(batch, ctx) in &[(1usize, 4096usize), (1, 32768), (32, 4096), (64, 1024)] {
+    for &(batch, ctx) in &[(1usize, 4096usize), (1, 32768), (32, 2048), (32, 4096), (64, 1024)] {
         let bs = 16;
         let blocks_per = (ctx + 1).div_ceil(bs);
         let plan = verify_pd::backend::StepPlan {
@@ -39,16 +43,45 @@ fn bench(c: &mut Criterion) {
         dev.upload_into(&fill, &mut cache.buf).unwrap();
         let q = dev.upload(&common::rand_f32(batch * shape.q_dim(), 1)).unwrap();
         let mut out = dev.alloc::<u16>(batch * shape.q_dim()).unwrap();
-        let splits = ops::attn_splits(batch, shape.n_heads, ctx + 1, dev.sm_count as usize);
-        let mut partial = dev.alloc::<f32>(splits * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
         let bytes = (batch * (ctx + 1) * shape.kv_dim() * 2 * 2) as f64;
-        let mut run = || ops::paged_attn(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, splits).unwrap();
-        let size = format!("batch={batch} ctx={ctx} splits={splits}");
-        common::report(&dev, "paged_attn", &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
-        let mut g = c.benchmark_group(format!("cuda_{}", dev.name.replace(' ', "_")));
-        g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(format!("paged_attn/b={batch}/ctx={ctx}"), |b| b.iter_custom(|n| common::time(&dev, n, &mut run)));
-        g.finish();
+        for path in [ops::AttnPath::Gqa, ops::AttnPath::Generic] {
+            let splits = match path {
+                ops::AttnPath::Gqa => ops::attn_splits(batch, shape, ctx + 1, dev.sm_count as usize),
+                // The generic kernel's own rule (blocks per query head, 2 per SM).
+                ops::AttnPath::Generic => (2 * dev.sm_count as usize)
+                    .div_ceil(batch * shape.n_heads)
+                    .min((ctx + 1).div_ceil(128))
+                    .clamp(1, 64),
+            };
+            let mut partial = dev.alloc::<f32>(splits * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
+            let mut run = || {
+                ops::paged_attn_on(
+                    &dev,
+                    &q,
+                    shape.q_dim(),
+                    &mut cache,
+                    0,
+                    &meta,
+                    shape,
+                    &mut out,
+                    &mut partial,
+                    splits,
+                    path,
+                )
+                .unwrap()
+            };
+            let tag = if path == ops::AttnPath::Gqa { "attn_gqa" } else { "attn_generic" };
+            let size = format!("batch={batch} ctx={ctx} splits={splits}");
+            common::report(&dev, tag, &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
+            if path == ops::AttnPath::Gqa {
+                let mut g = c.benchmark_group(format!("cuda_{}", dev.name.replace(' ', "_")));
+                g.throughput(Throughput::Bytes(bytes as u64));
+                g.bench_function(format!("paged_attn/b={batch}/ctx={ctx}"), |b| {
+                    b.iter_custom(|n| common::time(&dev, n, &mut run))
+                });
+                g.finish();
+            }
+        }
     }
 }
 

@@ -98,4 +98,13 @@ typedef struct KvCopyParams {
     uint64_t plane;           /* SLOTS · KVD: elements of one layer's K (or V) */
 } KvCopyParams;
 
+/* Random bf16 fill (init.cu): out[i] = bf16(offset + scale * u(seed, i)), u in [-1, 1). */
+typedef struct FillRandomParams {
+    uint16_t *out;            /* [n] bf16 */
+    uint64_t n;
+    uint64_t seed;
+    float scale;
+    float offset;
+} FillRandomParams;
+
 #endif

@@ -111,8 +111,18 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         let mut want = vec![0.0; r * d];
         cpu_ops::rms_norm(&want_res, &w, 1e-5, &mut want);
         let size = format!("rows={r} dim={d} add={add}");
-        rows.push(CheckRow::new("rms_norm out", size.clone(), norm_err(&from_bf16(&dev.download(&out, r * d)?), &want), TOL_BF16));
-        rows.push(CheckRow::new("rms_norm residual", size, norm_err(&dev.download(&d_res, r * d)?, &want_res), TOL_F32));
+        rows.push(CheckRow::new(
+            "rms_norm out",
+            size.clone(),
+            norm_err(&from_bf16(&dev.download(&out, r * d)?), &want),
+            TOL_BF16,
+        ));
+        rows.push(CheckRow::new(
+            "rms_norm residual",
+            size,
+            norm_err(&dev.download(&d_res, r * d)?, &want_res),
+            TOL_F32,
+        ));
         // Gather rows (reverse order, one repeated).
         let idx: Vec<u32> = (0..r as u32).rev().chain(std::iter::once(0)).collect();
         let d_idx = dev.upload(&idx)?;
@@ -122,7 +132,12 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         let mut want = vec![0.0; src.len()];
         cpu_ops::rms_norm(&src, &w, 1e-5, &mut want);
         let got = from_bf16(&dev.download(&out, idx.len() * d)?);
-        rows.push(CheckRow::new("rms_norm gather", format!("rows={} dim={d}", idx.len()), norm_err(&got, &want), TOL_BF16));
+        rows.push(CheckRow::new(
+            "rms_norm gather",
+            format!("rows={} dim={d}", idx.len()),
+            norm_err(&got, &want),
+            TOL_BF16,
+        ));
     }
     // SwiGLU.
     for &(t, ff) in &[(1usize, 1usize), (7, 99), (99, 14336)] {
@@ -140,7 +155,9 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         rows.push(CheckRow::new("swiglu", format!("T={t} ff={ff}"), norm_err(&got, &g), TOL_BF16));
     }
     // GEMM (cuBLAS bf16 in, f32 out), with and without accumulation into y.
-    for &(t, din, dout, beta) in &[(1usize, 64usize, 111usize, 0.0f32), (7, 99, 4096, 1.0), (99, 4096, 1000, 0.0), (3, 4096, 14336, 1.0)] {
+    for &(t, din, dout, beta) in
+        &[(1usize, 64usize, 111usize, 0.0f32), (7, 99, 4096, 1.0), (99, 4096, 1000, 0.0), (3, 4096, 14336, 1.0)]
+    {
         let x = round_bf16(&randn(&mut rng, t * din, 1.0));
         let w = round_bf16(&randn(&mut rng, dout * din, 0.05));
         let y0 = randn(&mut rng, t * dout, 1.0);
@@ -189,7 +206,9 @@ fn rope_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>> {
         let (qd, kvd) = (shape.q_dim(), shape.kv_dim());
         let (mut got_k, mut want_k, mut got_v, mut want_v) = (vec![], vec![], vec![], vec![]);
         for (r, row) in want.chunks_exact_mut(shape.qkv_dim()).enumerate() {
-            row[..qd + kvd].chunks_exact_mut(hd).for_each(|h| cpu_ops::rope_rotate_half(h, positions[r] as usize, &inv));
+            row[..qd + kvd]
+                .chunks_exact_mut(hd)
+                .for_each(|h| cpu_ops::rope_rotate_half(h, positions[r] as usize, &inv));
             want_k.extend_from_slice(&row[qd..qd + kvd]);
             want_v.extend_from_slice(&row[qd + kvd..]);
             let s = slots[r] as usize;
@@ -207,7 +226,13 @@ fn rope_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>> {
 /// A plan of `n_seqs` sequences cycling through decode, chain verification, a token tree and
 /// a prefill chunk, with committed contexts cycling through `contexts`; blocks are handed out
 /// in a shuffled order so the block tables are not the identity.
-pub fn mixed_plan(rng: &mut ChaCha8Rng, n_seqs: usize, contexts: &[usize], block_size: usize, vocab: u32) -> (StepPlan, usize) {
+pub fn mixed_plan(
+    rng: &mut ChaCha8Rng,
+    n_seqs: usize,
+    contexts: &[usize],
+    block_size: usize,
+    vocab: u32,
+) -> (StepPlan, usize) {
     let mut seqs = Vec::new();
     let mut next_block = 0u32;
     for s in 0..n_seqs {
@@ -236,6 +261,11 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         (7, &[1, 17, 1000], HeadShape { n_heads: 4, n_kv_heads: 2, head_dim: 16 }),
         (7, &[17, 1000, 1], HeadShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }),
         (99, &[1, 17, 1000], HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 }),
+        (7, &[4096, 1, 17], HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 }),
+        (7, &[4096, 1000], HeadShape { n_heads: 24, n_kv_heads: 3, head_dim: 64 }),
+        (1, &[4096], HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 }),
+        (7, &[17, 1000], HeadShape { n_heads: 3, n_kv_heads: 3, head_dim: 8 }),
+        (7, &[17, 1000], HeadShape { n_heads: 6, n_kv_heads: 1, head_dim: 256 }),
     ];
     let bs = 16;
     for &(n_seqs, contexts, shape) in cases {
@@ -253,26 +283,50 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         let q = randn(rng, t * shape.q_dim(), 2.0);
         let d_q = dev.upload(&q)?;
         let meta = AttnMeta::upload(dev, &f)?;
-        let tokens: Vec<TokenRef> =
-            (0..t).map(|i| TokenRef { seq: f.tok_seq[i] as usize, index: i - f.seq_tok_start[f.tok_seq[i] as usize] as usize }).collect();
+        let tokens: Vec<TokenRef> = (0..t)
+            .map(|i| TokenRef {
+                seq: f.tok_seq[i] as usize,
+                index: i - f.seq_tok_start[f.tok_seq[i] as usize] as usize,
+            })
+            .collect();
         let mut want = vec![0.0; t * shape.q_dim()];
         let cs = AttnShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim };
         paged_attention(&plan.seqs, &tokens, &q, &kv, 0, &cs, &mut want);
-        let auto = ops::attn_splits(t, shape.n_heads, f.max_context, dev.sm_count as usize);
+        let auto = ops::attn_splits(t, shape, f.max_context, dev.sm_count as usize);
         let mut tried = vec![1, 5];
         if !tried.contains(&auto) {
             tried.push(auto);
         }
-        for splits in tried {
-            let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2))?;
-            let mut out = nan_bf16(dev, t * shape.q_dim())?;
-            ops::paged_attn(dev, &d_q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, splits)?;
-            let got = from_bf16(&dev.download(&out, t * shape.q_dim())?);
-            let size = format!(
-                "S={n_seqs} T={t} ctx={contexts:?} heads={}/{} D={} splits={splits}",
-                shape.n_heads, shape.n_kv_heads, shape.head_dim
-            );
-            rows.push(CheckRow::new("paged_attn", size, norm_err(&got, &want), TOL_BF16));
+        // Both kernels where the GQA one takes the shape (it must equal the generic one).
+        let mut paths = vec![ops::AttnPath::Generic];
+        if ops::attn_path(shape, f.max_tree) == ops::AttnPath::Gqa {
+            paths.push(ops::AttnPath::Gqa);
+        }
+        for &path in &paths {
+            for &splits in &tried {
+                let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2))?;
+                let mut out = nan_bf16(dev, t * shape.q_dim())?;
+                ops::paged_attn_on(
+                    dev,
+                    &d_q,
+                    shape.q_dim(),
+                    &mut cache,
+                    0,
+                    &meta,
+                    shape,
+                    &mut out,
+                    &mut partial,
+                    splits,
+                    path,
+                )?;
+                let got = from_bf16(&dev.download(&out, t * shape.q_dim())?);
+                let size = format!(
+                    "S={n_seqs} T={t} ctx={contexts:?} heads={}/{} D={} splits={splits}",
+                    shape.n_heads, shape.n_kv_heads, shape.head_dim
+                );
+                let name = if path == ops::AttnPath::Gqa { "paged_attn gqa" } else { "paged_attn generic" };
+                rows.push(CheckRow::new(name, size, norm_err(&got, &want), TOL_BF16));
+            }
         }
     }
     Ok(rows)
@@ -297,7 +351,12 @@ fn kv_copy_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>> {
         }
     }
     let err = norm_err(&from_bf16(&got), &from_bf16(&want));
-    Ok(vec![CheckRow::new("kv_copy", format!("layers={layers} slots={} kvd={kvd} pairs=5 in order", blocks * bs), err, 0.0)])
+    Ok(vec![CheckRow::new(
+        "kv_copy",
+        format!("layers={layers} slots={} kvd={kvd} pairs=5 in order", blocks * bs),
+        err,
+        0.0,
+    )])
 }
 
 /// `weights` with every tensor rounded to bf16, the values the GPU holds: the CPU run on
@@ -377,7 +436,12 @@ pub fn model_checks(
         };
         let a = cpu.forward(&prefill)?;
         let b = gpu.forward(&prefill)?;
-        rows.push(CheckRow::new("model prefill logits", format!("S={n_seqs} ctx<={ctx}"), norm_err(&b.data, &a.data), 2e-2));
+        rows.push(CheckRow::new(
+            "model prefill logits",
+            format!("S={n_seqs} ctx<={ctx}"),
+            norm_err(&b.data, &a.data),
+            2e-2,
+        ));
         let a = cpu.forward(&step)?;
         let b = gpu.forward(&step)?;
         let size = format!("S={n_seqs} T={} mixed decode/chain/tree/prefill", step.num_tokens());
@@ -389,7 +453,8 @@ pub fn model_checks(
         let moves = [(t0.start_pos, 0usize)];
         cpu.move_slots(&t0.block_table, &moves)?;
         gpu.move_slots(&t0.block_table, &moves)?;
-        let pairs: Vec<(u32, u32)> = step.seqs.iter().skip(1).map(|s| (s.block_table[0], step.seqs[0].block_table[0])).take(1).collect();
+        let pairs: Vec<(u32, u32)> =
+            step.seqs.iter().skip(1).map(|s| (s.block_table[0], step.seqs[0].block_table[0])).take(1).collect();
         cpu.copy_blocks(&pairs)?;
         gpu.copy_blocks(&pairs)?;
         let a = cpu.forward(&step)?;

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{EngineError, Result};
@@ -68,6 +70,15 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("swiglu", "swiglu_kernel"),
     ("attention", "paged_attn_kernel"),
     ("attention", "attn_combine_kernel"),
+    ("attention", "paged_attn_gqa1_kernel"),
+    ("attention", "paged_attn_gqa2_kernel"),
+    ("attention", "paged_attn_gqa3_kernel"),
+    ("attention", "paged_attn_gqa4_kernel"),
+    ("attention", "paged_attn_gqa5_kernel"),
+    ("attention", "paged_attn_gqa6_kernel"),
+    ("attention", "paged_attn_gqa7_kernel"),
+    ("attention", "paged_attn_gqa8_kernel"),
+    ("init", "fill_random_bf16_kernel"),
     ("kv_copy", "kv_copy_kernel"),
 ];
 
@@ -87,7 +98,9 @@ impl Device {
             ));
         }
         if !kernels::compiled() {
-            return Err(EngineError::Backend("this binary was built without CUDA kernels (no nvcc at build time)".into()));
+            return Err(EngineError::Backend(
+                "this binary was built without CUDA kernels (no nvcc at build time)".into(),
+            ));
         }
         let ctx = CudaContext::new(ordinal).map_err(drv)?;
         // One stream per backend, so cudarc's per-buffer event tracking (for multi-stream use)

@@ -60,6 +60,8 @@ pub struct CudaBackend {
     inv_freq: CudaSlice<f32>,
     cache: KvCache,
     ws: Option<Workspace>,
+    /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
+    ws_generation: u64,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -92,27 +94,7 @@ impl CudaBackend {
         block_size: usize,
         ordinal: usize,
     ) -> Result<Self> {
-        if num_blocks == 0 || block_size == 0 {
-            return Err(EngineError::InvalidRequest {
-                field: "kv_blocks",
-                detail: format!("cache of {num_blocks} blocks × {block_size} tokens is empty"),
-            });
-        }
-        let shape = HeadShape {
-            n_heads: config.num_attention_heads,
-            n_kv_heads: config.num_key_value_heads,
-            head_dim: config.head_dim,
-        };
-        shape.check()?;
-        let dev = Device::open(ordinal)?;
-        let kv_bytes = KvCache::bytes(config.num_hidden_layers, num_blocks, block_size, shape.kv_dim());
-        let needed = weight_bytes(&config) + kv_bytes;
-        let (free, _total) = dev.mem_info()?;
-        // Leave room for cuBLAS workspaces and the per-step buffers.
-        let margin = 256 << 20;
-        if needed + margin > free {
-            return Err(EngineError::OutOfDeviceMemory { needed: needed + margin, free });
-        }
+        let (dev, shape) = Self::open_for(&config, num_blocks, block_size, ordinal)?;
         let up = |x: &[f32]| dev.upload(&ops::to_bf16(x));
         let cat = |parts: &[&[f32]]| {
             let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -133,10 +115,95 @@ impl CudaBackend {
         let embed = up(&weights.embed)?;
         let lm_head = weights.lm_head.as_deref().map(up).transpose()?;
         let norm = up(&weights.norm)?;
+        Self::assemble(config, shape, dev, embed, lm_head, norm, layers, num_blocks, block_size)
+    }
+
+    /// A backend with random bf16 weights drawn on the device (no host copy, no file): for
+    /// performance runs at the Llama-3-8B and Llama-3.2-1B shapes. Linear weights are uniform
+    /// in ±0.02, norm weights in 1 ± 0.05; the output is meaningless, the bytes moved are real.
+    ///
+    /// # Errors
+    /// As [`CudaBackend::new`].
+    pub fn random(
+        config: LlamaConfig,
+        num_blocks: usize,
+        block_size: usize,
+        ordinal: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let (dev, shape) = Self::open_for(&config, num_blocks, block_size, ordinal)?;
+        let (h, ff, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let mut k = 0u64;
+        let mut rand = |n: usize, scale: f32, offset: f32| -> Result<CudaSlice<u16>> {
+            let mut b = dev.alloc::<u16>(n)?;
+            k += 1;
+            ops::fill_random_bf16(&dev, &mut b, seed.wrapping_mul(1 << 20).wrapping_add(k), scale, offset)?;
+            Ok(b)
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for _ in 0..config.num_hidden_layers {
+            layers.push(LayerW {
+                attn_norm: rand(h, 0.05, 1.0)?,
+                wqkv: rand(shape.qkv_dim() * h, 0.02, 0.0)?,
+                wo: rand(h * shape.q_dim(), 0.02, 0.0)?,
+                ffn_norm: rand(h, 0.05, 1.0)?,
+                w_gate_up: rand(2 * ff * h, 0.02, 0.0)?,
+                w_down: rand(h * ff, 0.02, 0.0)?,
+            });
+        }
+        let embed = rand(v * h, 0.02, 0.0)?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(rand(v * h, 0.02, 0.0)?) };
+        let norm = rand(h, 0.05, 1.0)?;
+        Self::assemble(config, shape, dev, embed, lm_head, norm, layers, num_blocks, block_size)
+    }
+
+    /// Shape and cache checks, the device, and the free-memory check for weights plus cache.
+    fn open_for(
+        config: &LlamaConfig,
+        num_blocks: usize,
+        block_size: usize,
+        ordinal: usize,
+    ) -> Result<(Device, HeadShape)> {
+        if num_blocks == 0 || block_size == 0 {
+            return Err(EngineError::InvalidRequest {
+                field: "kv_blocks",
+                detail: format!("cache of {num_blocks} blocks × {block_size} tokens is empty"),
+            });
+        }
+        let shape = HeadShape {
+            n_heads: config.num_attention_heads,
+            n_kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim,
+        };
+        shape.check()?;
+        let dev = Device::open(ordinal)?;
+        let kv_bytes = KvCache::bytes(config.num_hidden_layers, num_blocks, block_size, shape.kv_dim());
+        let needed = weight_bytes(config) + kv_bytes;
+        let (free, _total) = dev.mem_info()?;
+        // Leave room for cuBLAS workspaces and the per-step buffers.
+        let margin = 256 << 20;
+        if needed + margin > free {
+            return Err(EngineError::OutOfDeviceMemory { needed: needed + margin, free });
+        }
+        Ok((dev, shape))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: LlamaConfig,
+        shape: HeadShape,
+        dev: Device,
+        embed: CudaSlice<u16>,
+        lm_head: Option<CudaSlice<u16>>,
+        norm: CudaSlice<u16>,
+        layers: Vec<LayerW>,
+        num_blocks: usize,
+        block_size: usize,
+    ) -> Result<Self> {
         let inv_freq = dev.upload(&config.rope_inv_freq())?;
         let cache = KvCache::new(&dev, config.num_hidden_layers, num_blocks, block_size, shape.kv_dim())?;
         dev.sync()?;
-        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws: None })
+        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws: None, ws_generation: 0 })
     }
 
     pub fn device(&self) -> &Device {
@@ -156,6 +223,7 @@ impl CudaBackend {
         let s = self.shape;
         let partial = (64 * s.n_heads * (s.head_dim + 2)).max(need_partial.next_power_of_two());
         self.ws = None; // free the old buffers first
+        self.ws_generation += 1;
         let d = &self.dev;
         self.ws = Some(Workspace {
             tokens: t,
@@ -174,6 +242,159 @@ impl CudaBackend {
     }
 }
 
+/// One step's plan on the device (ids, positions, slots, attention metadata, logit rows):
+/// "plan, then run" (STYLE.md 7). [`CudaBackend::launch_step`] launches the kernels that read
+/// it and nothing else, so the same step can be timed alone or captured in a CUDA graph.
+pub struct PreparedStep {
+    ids: CudaSlice<u32>,
+    positions: CudaSlice<i32>,
+    slots: CudaSlice<u32>,
+    meta: AttnMeta,
+    rows: CudaSlice<u32>,
+    pub tokens: usize,
+    pub logit_rows: usize,
+    pub splits: usize,
+    num_layers: usize,
+    pub row_start: Vec<usize>,
+}
+
+/// A decode step captured as a CUDA graph; valid while the backend's workspace stays put.
+pub struct StepGraph {
+    graph: cudarc::driver::CudaGraph,
+    generation: u64,
+}
+
+impl CudaBackend {
+    /// Validates and uploads `plan` and sizes the workspace for it (host work and copies).
+    ///
+    /// # Errors
+    /// Invalid plans (as the CPU backend), device allocation or copy failures.
+    pub fn prepare_step(&mut self, plan: &StepPlan, num_layers: usize) -> Result<PreparedStep> {
+        let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
+        let (t, r) = (flat.tokens.len(), flat.logit_rows.len());
+        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
+        let splits = ops::attn_splits(t, self.shape, flat.max_context, self.dev.sm_count as usize);
+        if t > 0 {
+            self.workspace(t, r, splits)?;
+        }
+        let d = &self.dev;
+        Ok(PreparedStep {
+            ids: d.upload(&flat.tokens)?,
+            positions: d.upload(&flat.positions)?,
+            slots: d.upload(&flat.slots)?,
+            meta: AttnMeta::upload(d, &flat)?,
+            rows: d.upload(&flat.logit_rows)?,
+            tokens: t,
+            logit_rows: r,
+            splits,
+            num_layers: num_layers.min(self.config.num_hidden_layers),
+            row_start: flat.row_start,
+        })
+    }
+
+    /// Launches the step's kernels on the backend's stream: no host copies, no synchronisation
+    /// (so it can be captured). Writes the K/V of the step's tokens and the logits rows.
+    ///
+    /// # Errors
+    /// Launch failures; a step prepared for a larger workspace than the current one.
+    pub fn launch_step(&mut self, st: &PreparedStep) -> Result<()> {
+        if st.tokens == 0 {
+            return Ok(());
+        }
+        let s = self.shape;
+        let cfg = &self.config;
+        let (h, ff, eps, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps, cfg.vocab_size);
+        let (t, r, splits) = (st.tokens, st.logit_rows, st.splits);
+        let d = &self.dev;
+        let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
+        ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
+        for (l, lw) in self.layers.iter().enumerate().take(st.num_layers) {
+            ops::rms_norm(d, None, &mut ws.x, &lw.attn_norm, &mut ws.hn, None, t, h, eps)?;
+            ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
+            ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &self.inv_freq, &mut self.cache, l, s, t)?;
+            ops::paged_attn(
+                d,
+                &ws.qkv,
+                s.qkv_dim(),
+                &mut self.cache,
+                l,
+                &st.meta,
+                s,
+                &mut ws.attn,
+                &mut ws.partial,
+                splits,
+            )?;
+            ops::gemm(d, &ws.attn, &lw.wo, 0, &mut ws.x, t, s.q_dim(), h, 1.0)?;
+            ops::rms_norm(d, None, &mut ws.x, &lw.ffn_norm, &mut ws.hn, None, t, h, eps)?;
+            ops::gemm(d, &ws.hn, &lw.w_gate_up, 0, &mut ws.gate_up, t, h, 2 * ff, 0.0)?;
+            ops::swiglu(d, &ws.gate_up, &mut ws.act, t, ff)?;
+            ops::gemm(d, &ws.act, &lw.w_down, 0, &mut ws.x, t, ff, h, 1.0)?;
+        }
+        if r > 0 {
+            ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
+            let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+            ops::gemm(d, &ws.normed, head, 0, &mut ws.logits, r, h, vocab, 0.0)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the step's logits rows to the host (synchronises the stream).
+    ///
+    /// # Errors
+    /// Copy failures.
+    pub fn read_logits(&self, st: &PreparedStep) -> Result<Vec<f32>> {
+        let mut data = Vec::new();
+        if st.logit_rows > 0 {
+            let ws = self.ws.as_ref().ok_or_else(|| EngineError::Backend("read_logits: no step ran".into()))?;
+            data = self.dev.download(&ws.logits, st.logit_rows * self.config.vocab_size)?;
+        }
+        self.dev.sync()?;
+        Ok(data)
+    }
+
+    /// Captures [`CudaBackend::launch_step`] of `st` as a CUDA graph (run the step once
+    /// uncaptured first, so cuBLAS has chosen its kernels and workspace).
+    ///
+    /// # Errors
+    /// A capture or instantiation failure (for example a library call that cannot be captured).
+    pub fn capture_step(&mut self, st: &PreparedStep) -> Result<StepGraph> {
+        use cudarc::driver::sys;
+        self.dev.sync()?;
+        self.dev
+            .stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(device::drv)?;
+        let launched = self.launch_step(st);
+        let ended = self.dev.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        launched?;
+        let graph =
+            ended.map_err(device::drv)?.ok_or_else(|| EngineError::Backend("capture_step: empty graph".into()))?;
+        Ok(StepGraph { graph, generation: self.ws_generation })
+    }
+
+    /// Replays a captured step (asynchronously).
+    ///
+    /// # Errors
+    /// The workspace moved since the capture (the graph would write freed memory), or a
+    /// launch failure.
+    pub fn replay_step(&self, g: &StepGraph) -> Result<()> {
+        if g.generation != self.ws_generation {
+            return Err(EngineError::Backend("replay_step: the workspace was reallocated after capture".into()));
+        }
+        g.graph.launch().map_err(device::drv)
+    }
+}
+
+/// Bytes of weights one decode step reads: every matrix and norm once, the output head (the
+/// embedding table when tied) once, but not the untied embedding table (one row is gathered).
+pub fn step_weight_bytes(cfg: &LlamaConfig) -> usize {
+    if cfg.tie_word_embeddings {
+        weight_bytes(cfg)
+    } else {
+        weight_bytes(cfg) - 2 * cfg.vocab_size * cfg.hidden_size
+    }
+}
+
 impl Backend for CudaBackend {
     fn config(&self) -> &LlamaConfig {
         &self.config
@@ -184,47 +405,14 @@ impl Backend for CudaBackend {
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {
-        let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
+        let step = self.prepare_step(plan, num_layers)?;
         let vocab = self.config.vocab_size;
-        let (t, r) = (flat.tokens.len(), flat.logit_rows.len());
-        if t == 0 {
-            return Ok(Logits { vocab, data: Vec::new(), row_start: flat.row_start });
+        if step.tokens == 0 {
+            return Ok(Logits { vocab, data: Vec::new(), row_start: step.row_start });
         }
-        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
-        let s = self.shape;
-        let splits = ops::attn_splits(t, s.n_heads, flat.max_context, self.dev.sm_count as usize);
-        self.workspace(t, r, splits)?;
-        let cfg = &self.config;
-        let (h, ff, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps);
-        let num_layers = num_layers.min(cfg.num_hidden_layers);
-        let d = &self.dev;
-        let ids = d.upload(&flat.tokens)?;
-        let positions = d.upload(&flat.positions)?;
-        let slots = d.upload(&flat.slots)?;
-        let meta = AttnMeta::upload(d, &flat)?;
-        let rows = d.upload(&flat.logit_rows)?;
-        let ws = self.ws.as_mut().expect("workspace allocated above");
-        ops::embedding(d, &ids, &self.embed, &mut ws.x, t, h)?;
-        for (l, lw) in self.layers.iter().enumerate().take(num_layers) {
-            ops::rms_norm(d, None, &mut ws.x, &lw.attn_norm, &mut ws.hn, None, t, h, eps)?;
-            ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
-            ops::rope_kv(d, &mut ws.qkv, &positions, &slots, &self.inv_freq, &mut self.cache, l, s, t)?;
-            ops::paged_attn(d, &ws.qkv, s.qkv_dim(), &mut self.cache, l, &meta, s, &mut ws.attn, &mut ws.partial, splits)?;
-            ops::gemm(d, &ws.attn, &lw.wo, 0, &mut ws.x, t, s.q_dim(), h, 1.0)?;
-            ops::rms_norm(d, None, &mut ws.x, &lw.ffn_norm, &mut ws.hn, None, t, h, eps)?;
-            ops::gemm(d, &ws.hn, &lw.w_gate_up, 0, &mut ws.gate_up, t, h, 2 * ff, 0.0)?;
-            ops::swiglu(d, &ws.gate_up, &mut ws.act, t, ff)?;
-            ops::gemm(d, &ws.act, &lw.w_down, 0, &mut ws.x, t, ff, h, 1.0)?;
-        }
-        let mut data = Vec::new();
-        if r > 0 {
-            ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&rows, t)), r, h, eps)?;
-            let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-            ops::gemm(d, &ws.normed, head, 0, &mut ws.logits, r, h, vocab, 0.0)?;
-            data = d.download(&ws.logits, r * vocab)?;
-        }
-        d.sync()?;
-        Ok(Logits { vocab, data, row_start: flat.row_start })
+        self.launch_step(&step)?;
+        let data = self.read_logits(&step)?;
+        Ok(Logits { vocab, data, row_start: step.row_start })
     }
 
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
@@ -252,7 +440,9 @@ impl Backend for CudaBackend {
         let (mut src, mut dst) = (Vec::new(), Vec::new());
         for &(from, to) in moves {
             if from >= cap || to >= cap {
-                return Err(EngineError::Backend(format!("move_slots: ({from}, {to}) outside the {cap} slots of the table")));
+                return Err(EngineError::Backend(format!(
+                    "move_slots: ({from}, {to}) outside the {cap} slots of the table"
+                )));
             }
             src.push(slot(from));
             dst.push(slot(to));
@@ -296,10 +486,29 @@ mod tests {
     }
 
     #[test]
+    fn decode_step_reads_15_gb_at_8b_and_2_5_gb_at_1b() {
+        let gb = |p: crate::make_model::Preset| step_weight_bytes(&p.config()) as f64 / 1e9;
+        let (b8, b1) = (gb(crate::make_model::Preset::Llama3_8b), gb(crate::make_model::Preset::Llama32_1b));
+        assert!((15.0..15.02).contains(&b8), "{b8}");
+        assert!((2.46..2.48).contains(&b1), "{b1}");
+    }
+
+    #[test]
     fn attention_splits_fill_the_card_only_for_long_contexts() {
-        assert_eq!(ops::attn_splits(1, 32, 100, 132), 1);
-        assert_eq!(ops::attn_splits(1, 32, 4096, 132), 9);
-        assert_eq!(ops::attn_splits(64, 32, 4096, 132), 1);
-        assert!(ops::attn_splits(1, 1, 1 << 20, 132) <= 64);
+        let llama = HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
+        assert_eq!(ops::attn_path(llama, 0), ops::AttnPath::Gqa);
+        assert_eq!(ops::attn_splits(1, llama, 100, 132), 1);
+        assert_eq!(ops::attn_splits(1, llama, 4096, 132), 32);
+        assert_eq!(ops::attn_splits(32, llama, 2048, 132), 5);
+        assert_eq!(ops::attn_splits(512, llama, 4096, 132), 1);
+        assert!(ops::attn_splits(1, llama, 1 << 20, 132) <= 64);
+        // Shapes the GQA kernels do not take use the generic kernel, split by query heads.
+        let odd = HeadShape { n_heads: 4, n_kv_heads: 2, head_dim: 6 };
+        assert_eq!(ops::attn_path(odd, 0), ops::AttnPath::Generic);
+        let wide = HeadShape { n_heads: 32, n_kv_heads: 2, head_dim: 128 };
+        assert_eq!(ops::attn_path(wide, 0), ops::AttnPath::Generic);
+        let deep_tree = HeadShape { n_heads: 64, n_kv_heads: 8, head_dim: 256 };
+        assert_eq!(ops::attn_path(deep_tree, 0), ops::AttnPath::Gqa);
+        assert_eq!(ops::attn_path(deep_tree, 4096), ops::AttnPath::Generic);
     }
 }

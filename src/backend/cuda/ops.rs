@@ -13,7 +13,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use super::device::{blas, drv, ptr, ptr_mut, Device};
 use crate::error::{EngineError, Result};
 use crate::kernels::params::{
-    EmbeddingParams, KvCopyParams, PagedAttnParams, RmsNormParams, RopeKvParams, SwigluParams,
+    EmbeddingParams, FillRandomParams, KvCopyParams, PagedAttnParams, RmsNormParams, RopeKvParams, SwigluParams,
 };
 
 // SAFETY: these are plain C structs of integers, floats and device addresses (bindgen output
@@ -24,6 +24,7 @@ unsafe impl DeviceRepr for RopeKvParams {}
 unsafe impl DeviceRepr for SwigluParams {}
 unsafe impl DeviceRepr for PagedAttnParams {}
 unsafe impl DeviceRepr for KvCopyParams {}
+unsafe impl DeviceRepr for FillRandomParams {}
 
 /// Largest token tree (new tokens of one tree sequence) the attention kernel's shared-memory
 /// ancestor list takes.
@@ -263,7 +264,13 @@ pub fn swiglu_launch(dev: &Device, p: SwigluParams) -> Result<()> {
 }
 
 /// `out[t, i] = bf16(silu(gate_up[t, i]) · gate_up[t, ff + i])`.
-pub fn swiglu(dev: &Device, gate_up: &CudaSlice<f32>, out: &mut CudaSlice<u16>, tokens: usize, ff: usize) -> Result<()> {
+pub fn swiglu(
+    dev: &Device,
+    gate_up: &CudaSlice<f32>,
+    out: &mut CudaSlice<u16>,
+    tokens: usize,
+    ff: usize,
+) -> Result<()> {
     check_len("swiglu", "gate_up", gate_up, tokens * 2 * ff)?;
     check_len("swiglu", "out", out, tokens * ff)?;
     let p = SwigluParams {
@@ -311,17 +318,80 @@ impl AttnMeta {
     }
 }
 
-/// Split-K factor: enough (token, head, split) blocks to cover the SMs twice, each split at
-/// least 128 positions long, at most 64 splits.
-pub fn attn_splits(tokens: usize, n_heads: usize, max_context: usize, sm_count: usize) -> usize {
-    let blocks = (tokens * n_heads).max(1);
-    let want = (2 * sm_count).div_ceil(blocks);
+/// Which attention kernel a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnPath {
+    /// `paged_attn_gqa<G>_kernel`: one block per (token, KV head, split) for the whole query
+    /// group, 16-byte K/V loads.
+    Gqa,
+    /// `paged_attn_kernel`: one block per (token, query head, split); any even head_dim.
+    Generic,
+}
+
+/// Largest query group (heads per KV head) the GQA kernels are instantiated for.
+pub const MAX_GQA_GROUP: usize = 8;
+const GQA_WARPS: u32 = 4;
+/// The 48 KiB of shared memory a block gets without opting in.
+const SMEM_DEFAULT: u32 = 48 << 10;
+
+fn gqa_smem(shape: HeadShape, max_tree: usize) -> u32 {
+    let g = (shape.n_heads / shape.n_kv_heads) as u32;
+    (GQA_WARPS * g * (shape.head_dim as u32 + 2) + max_tree as u32) * 4
+}
+
+/// The GQA kernel takes head_dim 8·2^k (≤ 256, so D / 8 lanes hold one row), groups up to
+/// [`MAX_GQA_GROUP`], and a tree whose ancestor list fits beside the merge buffer.
+pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
+    let d = shape.head_dim;
+    let g = shape.n_heads / shape.n_kv_heads.max(1);
+    let ok = d % 8 == 0 && (d / 8).is_power_of_two() && d <= MAX_HEAD_DIM && (1..=MAX_GQA_GROUP).contains(&g);
+    if ok && gqa_smem(shape, max_tree) <= SMEM_DEFAULT {
+        AttnPath::Gqa
+    } else {
+        AttnPath::Generic
+    }
+}
+
+/// Split-K factor (flash-decoding), sized by the context: enough blocks for about 8 per SM,
+/// each split at least 128 positions long, at most 64 splits. The block count is tokens ×
+/// KV heads on the GQA path, tokens × query heads on the generic one.
+pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
+    let per_token = match attn_path(shape, 0) {
+        AttnPath::Gqa => shape.n_kv_heads,
+        AttnPath::Generic => shape.n_heads,
+    };
+    let blocks = (tokens * per_token).max(1);
+    let want = (8 * sm_count).div_ceil(blocks);
     want.min(max_context.div_ceil(128)).clamp(1, 64)
 }
 
-pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams) -> Result<()> {
-    let smem = (ATTN_WARPS * (p.head_dim + 2) + p.max_tree) * 4;
-    launch(dev, "paged_attn_kernel", cfg((p.tokens, p.n_heads, p.num_splits), ATTN_WARPS * 32, smem), p)?;
+pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Result<()> {
+    match path {
+        AttnPath::Gqa => {
+            const NAMES: [&str; MAX_GQA_GROUP] = [
+                "paged_attn_gqa1_kernel",
+                "paged_attn_gqa2_kernel",
+                "paged_attn_gqa3_kernel",
+                "paged_attn_gqa4_kernel",
+                "paged_attn_gqa5_kernel",
+                "paged_attn_gqa6_kernel",
+                "paged_attn_gqa7_kernel",
+                "paged_attn_gqa8_kernel",
+            ];
+            let g = (p.n_heads / p.n_kv_heads) as usize;
+            let shape = HeadShape {
+                n_heads: p.n_heads as usize,
+                n_kv_heads: p.n_kv_heads as usize,
+                head_dim: p.head_dim as usize,
+            };
+            let smem = gqa_smem(shape, p.max_tree as usize);
+            launch(dev, NAMES[g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), GQA_WARPS * 32, smem), p)?;
+        }
+        AttnPath::Generic => {
+            let smem = (ATTN_WARPS * (p.head_dim + 2) + p.max_tree) * 4;
+            launch(dev, "paged_attn_kernel", cfg((p.tokens, p.n_heads, p.num_splits), ATTN_WARPS * 32, smem), p)?;
+        }
+    }
     if p.num_splits > 1 {
         launch(dev, "attn_combine_kernel", cfg((p.tokens, p.n_heads, 1), row_threads(p.head_dim as usize), 0), p)?;
     }
@@ -345,7 +415,28 @@ pub fn paged_attn(
     partial: &mut CudaSlice<f32>,
     splits: usize,
 ) -> Result<()> {
+    let path = attn_path(shape, meta.max_tree);
+    paged_attn_on(dev, q, q_stride, cache, layer, meta, shape, out, partial, splits, path)
+}
+
+/// [`paged_attn`] on a chosen kernel (the checks run both). A [`AttnPath::Gqa`] request the
+/// shape does not allow falls back to the generic kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attn_on(
+    dev: &Device,
+    q: &CudaSlice<f32>,
+    q_stride: usize,
+    cache: &mut KvCache,
+    layer: usize,
+    meta: &AttnMeta,
+    shape: HeadShape,
+    out: &mut CudaSlice<u16>,
+    partial: &mut CudaSlice<f32>,
+    splits: usize,
+    path: AttnPath,
+) -> Result<()> {
     shape.check()?;
+    let path = if attn_path(shape, meta.max_tree) == AttnPath::Gqa { path } else { AttnPath::Generic };
     let t = meta.tokens;
     if meta.max_tree > MAX_TREE {
         return Err(shape_err("attention", format!("token tree of {} nodes (at most {MAX_TREE})", meta.max_tree)));
@@ -384,7 +475,7 @@ pub fn paged_attn(
         max_tree: meta.max_tree as u32,
         scale: 1.0 / (shape.head_dim as f32).sqrt(),
     };
-    paged_attn_launch(dev, p)
+    paged_attn_launch(dev, p, path)
 }
 
 // ---- K/V slot copies ------------------------------------------------------------------------
@@ -415,6 +506,16 @@ pub fn kv_copy(dev: &Device, cache: &mut KvCache, src: &[u32], dst: &[u32]) -> R
     kv_copy_launch(dev, p, 2 * cache.layers as u32)?;
     // `s` and `d` are freed on drop; cudarc frees asynchronously on the stream, after the kernel.
     Ok(())
+}
+
+// ---- random fill --------------------------------------------------------------------------
+
+/// `buf[i] = bf16(offset + scale · u)`, `u` uniform in [-1, 1) from a hash of `(seed, i)`.
+pub fn fill_random_bf16(dev: &Device, buf: &mut CudaSlice<u16>, seed: u64, scale: f32, offset: f32) -> Result<()> {
+    let n = buf.len() as u64;
+    let p = FillRandomParams { out: ptr_mut(dev, buf) as *mut u16, n, seed, scale, offset };
+    let blocks = n.div_ceil(256).min(u64::from(dev.sm_count) * 32) as u32;
+    launch(dev, "fill_random_bf16_kernel", cfg((blocks.max(1), 1, 1), 256, 0), p)
 }
 
 // ---- GEMM -----------------------------------------------------------------------------------

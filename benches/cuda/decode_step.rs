@@ -1,0 +1,115 @@
+//! The whole batch-1 decode step at the Llama-3-8B and Llama-3.2-1B shapes (bf16 weights drawn
+//! on the device, `CudaBackend::random`), against its bandwidth floor: the weight bytes one step
+//! reads (15.01 GB and 2.47 GB) over the device-to-device copy bandwidth measured in the same
+//! run (shared ALGORITHMS.md, "Bandwidth floor"). Three timings:
+//! - `host`: `Backend::forward` as the engine calls it (plan upload, kernels, logits download,
+//!   host wall clock, median of single steps);
+//! - `stream`: the step's kernels launched back to back on the stream (device events);
+//! - `graph`: the same kernels captured once as a CUDA graph and replayed (device events).
+//!
+//! The K/V context is 128 positions, so the cache adds 0.4% (8B) to the bytes.
+#[path = "common.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+use verify_pd::backend::cuda::{step_weight_bytes, CudaBackend};
+use verify_pd::backend::{Backend, LogitsWanted, SeqStep, StepPlan};
+use verify_pd::make_model::Preset;
+
+fn main() {
+    // Criterion's harness flags (`--bench`) are accepted and ignored: this bench prints its
+    // own table, median of many steps, since one 8B step is milliseconds.
+    let Some(dev) = common::open() else { return };
+    let ceiling = common::copy_gbps(&dev);
+    drop(dev);
+    let ctx = 128usize;
+    for (name, preset) in [("llama3-8b", Preset::Llama3_8b), ("llama3.2-1b", Preset::Llama32_1b)] {
+        let cfg = preset.config();
+        let bs = 16;
+        let blocks = (ctx + 1).div_ceil(bs) + 1;
+        let mut be = match CudaBackend::random(cfg.clone(), blocks, bs, 0, 11) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("decode_step {name}: skipped: {e}");
+                continue;
+            }
+        };
+        let plan = StepPlan {
+            seqs: vec![SeqStep {
+                tokens: vec![7],
+                start_pos: ctx,
+                block_table: (0..blocks as u32).collect(),
+                tree_parents: None,
+                logits: LogitsWanted::Last,
+            }],
+        };
+        let layers = cfg.num_hidden_layers;
+        let kv_bytes = 2 * layers * (ctx + 1) * cfg.num_key_value_heads * cfg.head_dim * 2;
+        let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+        let floor = step_weight_bytes(&cfg) as f64 / (ceiling * 1e9);
+        // Host path: whole forward calls.
+        for _ in 0..3 {
+            be.forward(&plan).expect("forward");
+        }
+        let mut host: Vec<f64> = (0..40)
+            .map(|_| {
+                let t0 = Instant::now();
+                be.forward(&plan).expect("forward");
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        host.sort_by(f64::total_cmp);
+        let host = host[host.len() / 2];
+        // Stream path and graph path on one prepared step.
+        let step = be.prepare_step(&plan, layers).expect("prepare");
+        be.launch_step(&step).expect("launch");
+        be.read_logits(&step).expect("sync");
+        let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+        let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
+        let graph = match be.capture_step(&step) {
+            Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
+            Err(e) => {
+                println!("decode_step {name}: graph capture failed: {e}");
+                None
+            }
+        };
+        let dev = be.device();
+        for (how, secs) in [("host", Some(host)), ("stream", Some(stream)), ("graph", graph)] {
+            let Some(secs) = secs else { continue };
+            println!(
+                "{} decode_step {name:<12} {how:<7} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
+                dev.name,
+                secs * 1e3,
+                floor * 1e3,
+                step_weight_bytes(&cfg) as f64 / 1e9,
+                100.0 * floor / secs,
+                bytes / secs / 1e9
+            );
+        }
+    }
+}
+
+/// Median seconds per step over 15 timed batches of 10 steps, between device events on the
+/// backend's stream (cloned handles, so the closure may hold the backend mutably), after a
+/// warm-up.
+fn median(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, mut f: impl FnMut()) -> f64 {
+    let mut time = |iters: usize| {
+        let ev = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).expect("event");
+        let (start, end) = (ev(), ev());
+        start.record(stream).expect("record");
+        for _ in 0..iters {
+            f();
+        }
+        end.record(stream).expect("record");
+        end.synchronize().expect("sync");
+        f64::from(start.elapsed_ms(&end).expect("elapsed")) / 1e3 / iters as f64
+    };
+    time(3);
+    let mut v: Vec<f64> = (0..15).map(|_| time(10)).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
