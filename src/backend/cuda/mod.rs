@@ -6,8 +6,12 @@
 //! GEMM inputs bf16 with f32 accumulation and f32 outputs (the residual adds after `wo` and
 //! `w_down` are fused into the GEMM as `beta = 1`), K/V cache bf16 in pages, logits f32.
 //!
-//! Later work, not here yet: per-lane streams with priorities and green contexts, CUDA graph
-//! capture of decode steps per batch bucket, fused sampling and rejection sampling kernels.
+//! A step is prepared (plan validated and uploaded) and then launched, so it can be timed alone
+//! or captured as a CUDA graph ([`CudaBackend::capture_step`]); [`CudaBackend::random`] draws
+//! bf16 weights on the device for performance runs at full model shapes.
+//!
+//! Later work, not here yet: per-lane streams with priorities and green contexts, graph
+//! buckets by batch size in the engine, fused sampling and rejection sampling kernels.
 pub mod check;
 pub mod device;
 pub mod ops;
