@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
+use vpd_formats::tokenizer::Tokenizer;
 use vpd_formats::{LlamaConfig, RopeScaling};
 
 use crate::error::{EngineError, Result};
@@ -80,6 +81,11 @@ impl Preset {
     }
 }
 
+/// `cfg` re-targeted at `tok`'s vocabulary: size, BOS and EOS ids.
+pub fn with_vocabulary(cfg: &LlamaConfig, tok: &Tokenizer) -> LlamaConfig {
+    LlamaConfig { vocab_size: tok.vocab_size(), bos_token_id: tok.bos_id(), eos_token_ids: tok.eos_ids().to_vec(), ..cfg.clone() }
+}
+
 /// Every tensor of a Llama checkpoint, in file order, with its row-major shape.
 pub fn tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
@@ -137,9 +143,10 @@ pub fn config_json(cfg: &LlamaConfig) -> serde_json::Value {
     })
 }
 
-/// Writes `config.json`, `generation_config.json`, `tokenizer.json` (synthetic byte-level) and
-/// `model.safetensors` with seeded random weights into `out`. `progress(done, total)` is
-/// called with bytes written.
+/// Writes `config.json`, `generation_config.json`, `tokenizer.json` and `model.safetensors`
+/// with seeded random weights into `out`. The tokenizer is `tokenizer` (a real model's, for a
+/// random drafter that shares its vocabulary) or a synthetic byte-level one.
+/// `progress(done, total)` is called with bytes written.
 ///
 /// # Errors
 /// The directory or a file cannot be written.
@@ -148,6 +155,7 @@ pub fn write_random_checkpoint(
     dtype: WeightDType,
     seed: u64,
     out: &Path,
+    tokenizer: Option<&Tokenizer>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let io = |path: &Path| {
@@ -168,10 +176,20 @@ pub fn write_random_checkpoint(
         "generation_config.json",
         &json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_ids, "do_sample": false}),
     )?;
-    let eos = cfg.eos_token_ids.first().copied().unwrap_or(0);
-    let tok = vpd_formats::tokenizer::Tokenizer::synthetic_byte_level(cfg.vocab_size, eos)?;
     let tok_path = out.join("tokenizer.json");
-    std::fs::write(&tok_path, tok.to_json()?).map_err(io(&tok_path))?;
+    match tokenizer {
+        Some(t) => {
+            std::fs::write(&tok_path, t.to_json()?).map_err(io(&tok_path))?;
+            if let Some(template) = t.chat_template() {
+                write_json("tokenizer_config.json", &json!({ "chat_template": template }))?;
+            }
+        }
+        None => {
+            let eos = cfg.eos_token_ids.first().copied().unwrap_or(0);
+            let t = Tokenizer::synthetic_byte_level(cfg.vocab_size, eos)?;
+            std::fs::write(&tok_path, t.to_json()?).map_err(io(&tok_path))?;
+        }
+    }
 
     // safetensors: u64 header length, JSON header (offsets relative to the data start), data.
     let width = match dtype {

@@ -14,7 +14,7 @@ use vpd_sampling::SamplingParams;
 
 fn tiny_model() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_random_checkpoint(&Preset::TinyLlama3.config(), WeightDType::F32, 7, dir.path(), &mut |_, _| {}).expect("write");
+    write_random_checkpoint(&Preset::TinyLlama3.config(), WeightDType::F32, 7, dir.path(), None, &mut |_, _| {}).expect("write");
     let m = Model::load(dir.path()).expect("load");
     (dir, m)
 }

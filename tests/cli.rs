@@ -97,3 +97,50 @@ fn bad_requests_name_the_field() {
     fails_with(&["generate", "--model", m, "--prompt-ids", "1", "--temperature", "NaN"], "temperature");
     fails_with(&["generate", "--model", m, "--prompt-ids", "1", "--top-p", "1.5"], "top_p");
 }
+
+#[test]
+fn speculative_generate_reports_acceptance_in_json() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    let trace = d.path().join("trace.jsonl");
+    let o = vpd(&[
+        "generate", "--model", m.to_str().unwrap(), "--prompt-ids", "1,2,3,1,2,3,1,2", "--max-new-tokens", "9", "--ignore-eos",
+        "--draft", "layer-skip:1", "--num-draft", "3", "--trace", trace.to_str().unwrap(), "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 9);
+    let steps = v["steps"].as_u64().unwrap();
+    assert!(steps >= 1 && v["drafted"].as_u64().unwrap() >= v["accepted"].as_u64().unwrap());
+    assert!(v["mean_accepted_length"].is_number());
+    let lines = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(lines.lines().count() as u64, steps, "one trace line per verify step");
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(first["L"].is_number() && first["accepted"].is_number() && first["request"].is_number());
+}
+
+#[test]
+fn bad_speculative_options_name_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    let m = m.to_str().unwrap();
+    let base = ["generate", "--model", m, "--prompt-ids", "1,2"];
+    fn joined<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    let with = |extra: &[&'static str]| joined(&base, extra);
+    fails_with(&with(&["--draft", "medusa:2"]), "unknown drafter");
+    fails_with(&with(&["--draft", "ngram:2", "--num-draft", "0"]), "num_draft");
+    fails_with(&with(&["--draft", "ngram:2", "--num-draft", "17"]), "num_draft");
+    fails_with(&with(&["--draft", "ngram:2", "--tree", "60,10"]), "budget");
+    fails_with(&with(&["--draft", "layer-skip:9"]), "layer-skip");
+    // A drafter with another vocabulary: a random model with SmolLM2's tokenizer.
+    let other = d.path().join("other");
+    let smollm2 = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let o = vpd(&["make-model", "--preset", "tiny-llama3", "--dtype", "f32", "--out", other.to_str().unwrap(), "--vocab-from", smollm2]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = format!("model:{}", other.display());
+    fails_with(&joined(&base, &["--draft", &spec]), "vocabulary");
+    fails_with(&["make-model", "--preset", "tiny-llama3", "--out", other.to_str().unwrap(), "--vocab-from", "/nonexistent"], "/nonexistent");
+}

@@ -18,7 +18,7 @@ use vpd_sampling::SamplingParams;
 
 fn tiny(cfg: LlamaConfig, seed: u64) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_random_checkpoint(&cfg, WeightDType::F32, seed, dir.path(), &mut |_, _| {}).expect("write");
+    write_random_checkpoint(&cfg, WeightDType::F32, seed, dir.path(), None, &mut |_, _| {}).expect("write");
     let m = Model::load(dir.path()).expect("load");
     (dir, m)
 }

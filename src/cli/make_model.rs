@@ -15,17 +15,31 @@ pub struct MakeModelArgs {
     /// Weight type in the safetensors file.
     #[arg(long, value_enum, default_value = "bf16")]
     pub dtype: WeightDType,
+    /// Take the vocabulary (size, tokenizer, BOS/EOS, chat template) from this model, e.g. to
+    /// make a random drafter for it.
+    #[arg(long)]
+    pub vocab_from: Option<PathBuf>,
 }
 
 pub fn run(a: MakeModelArgs) -> Result<()> {
-    let cfg = a.preset.config();
+    let tokenizer = match &a.vocab_from {
+        Some(p) => Some(crate::model::load_tokenizer(p)?.ok_or_else(|| crate::error::EngineError::Model {
+            path: p.display().to_string(),
+            detail: "has no tokenizer to take the vocabulary from".into(),
+        })?),
+        None => None,
+    };
+    let cfg = match &tokenizer {
+        Some(t) => crate::make_model::with_vocabulary(&a.preset.config(), t),
+        None => a.preset.config(),
+    };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("writing weights");
-    write_random_checkpoint(&cfg, a.dtype, a.seed, &a.out, &mut |done, total| {
+    write_random_checkpoint(&cfg, a.dtype, a.seed, &a.out, tokenizer.as_ref(), &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;

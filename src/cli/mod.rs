@@ -3,6 +3,7 @@ mod demo;
 mod generate;
 mod gpu_check;
 mod make_model;
+mod spec_eval;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ pub enum Command {
     MakeModel(make_model::MakeModelArgs),
     /// Generate for a few ShareGPT prompts and report tokens/s (what `make run` shows).
     Demo(demo::DemoArgs),
+    /// Measure a drafter's acceptance on ShareGPT prompts and its speed-up over plain decoding.
+    SpecEval(spec_eval::SpecEvalArgs),
     /// Check the CUDA backend against the CPU reference, kernel by kernel and end to end.
     GpuCheck(gpu_check::GpuCheckArgs),
 }
@@ -44,5 +47,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::MakeModel(a) => make_model::run(a),
         Command::Demo(a) => demo::run(a),
         Command::GpuCheck(a) => gpu_check::run(a),
+        Command::SpecEval(a) => spec_eval::run(a),
     }
 }

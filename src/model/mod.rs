@@ -28,6 +28,20 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Only the tokenizer of a model path (GGUF file or checkpoint directory), without its weights.
+///
+/// # Errors
+/// The path cannot be read or its tokenizer is malformed.
+pub fn load_tokenizer(path: &Path) -> Result<Option<Tokenizer>> {
+    if path.is_dir() {
+        if path.join("tokenizer.json").exists() {
+            return Ok(Some(Tokenizer::from_hf_dir(path)?));
+        }
+        return Ok(None);
+    }
+    Ok(Some(Tokenizer::from_gguf(&GgufFile::open(path)?)?))
+}
+
 impl Model {
     /// Loads `path`: a `.gguf` file, or a directory with `config.json` and safetensors.
     ///
