@@ -86,29 +86,12 @@ pub fn with_vocabulary(cfg: &LlamaConfig, tok: &Tokenizer) -> LlamaConfig {
     LlamaConfig { vocab_size: tok.vocab_size(), bos_token_id: tok.bos_id(), eos_token_ids: tok.eos_ids().to_vec(), ..cfg.clone() }
 }
 
-/// Every tensor of a Llama checkpoint, in file order, with its row-major shape.
+/// Every tensor of a Llama checkpoint, in file order, with its row-major shape (the loader's
+/// own list, without `lm_head.weight` when the embeddings are tied).
 pub fn tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
-    let q = cfg.num_attention_heads * cfg.head_dim;
-    let kv = cfg.num_key_value_heads * cfg.head_dim;
-    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        t.extend([
-            (format!("{p}.input_layernorm.weight"), vec![h]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![ff, h]),
-            (format!("{p}.mlp.up_proj.weight"), vec![ff, h]),
-            (format!("{p}.mlp.down_proj.weight"), vec![h, ff]),
-        ]);
-    }
-    t.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        t.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+    let mut t = vpd_formats::hf::expected_shapes(cfg);
+    if cfg.tie_word_embeddings {
+        t.retain(|(name, _)| name != "lm_head.weight");
     }
     t
 }
