@@ -8,8 +8,10 @@ CARGO ?= cargo
 
 .PHONY: run test deps sys-deps cuda assets fixtures clean-assets
 
+# The in-process load benchmark on the embedded default (SmolLM2-135M on the CPU): the four
+# policies over a short Poisson sweep; prints the table, writes JSON/Markdown/PNG to bench-out/.
 run: deps
-	$(CARGO) run --release --bin vpd -- demo
+	$(CARGO) run --release --bin vpd -- bench --num-prompts 12 --request-rates 0.5,2 --max-output 32 --out bench-out
 
 test: deps
 	$(CARGO) test --workspace --all-targets

@@ -2,6 +2,7 @@
 //!
 //! Layers, top to bottom (dependencies point down; see `DESIGN.md` in the shared docs):
 //! - [`cli`]: the `vpd` command line (parse, validate, print; no model logic);
+//! - [`runtime`]: the serving loop: admission, lanes, policies, preemption;
 //! - [`engine`]: requests, generation loops, sampling;
 //! - [`model`]: loading Llama-family checkpoints;
 //! - [`backend`]: batched forward steps over a paged KV cache (CPU reference; CUDA later).
@@ -14,6 +15,7 @@ pub mod error;
 pub mod kernels;
 pub mod make_model;
 pub mod model;
+pub mod runtime;
 pub mod spec;
 
 pub use error::{EngineError, Result};

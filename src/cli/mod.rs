@@ -1,4 +1,5 @@
 //! The `vpd` command line: argument parsing, validation and printing. No model logic here.
+mod bench;
 mod demo;
 mod generate;
 mod gpu_check;
@@ -25,7 +26,9 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Write a random-weight Hugging Face checkpoint at a real Llama shape.
     MakeModel(make_model::MakeModelArgs),
-    /// Generate for a few ShareGPT prompts and report tokens/s (what `make run` shows).
+    /// The in-process load benchmark: ShareGPT at Poisson rates under each policy (`make run`).
+    Bench(bench::BenchArgs),
+    /// Generate for a few ShareGPT prompts and report tokens/s.
     Demo(demo::DemoArgs),
     /// Measure a drafter's acceptance on ShareGPT prompts and its speed-up over plain decoding.
     SpecEval(spec_eval::SpecEvalArgs),
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::MakeModel(a) => make_model::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
         Command::GpuCheck(a) => gpu_check::run(a),
         Command::SpecEval(a) => spec_eval::run(a),

@@ -1,0 +1,253 @@
+//! The in-process serving loop: requests arrive over time through a channel, are admitted
+//! against the KV cache, and run to completion under one of four scheduling [`Policy`]s, so
+//! that the policies can be compared side by side on identical inputs (issue 5, item 6).
+//!
+//! - `nospec`: batched plain decoding with chunked prefill mixed into the same step
+//!   (Sarathi-Serve, Agrawal et al. 2024).
+//! - `single-lane`: one loop per step with a fixed draft length L: draft every running
+//!   request, then one target forward that verifies every draft and carries the prefill chunks
+//!   too, as vLLM schedules speculative decoding.
+//! - `three-lane`: fixed L; decode (draft steps and plain steps), verify and prefill work sit
+//!   in separate lane queues and each step runs the lane that vpd-sched's
+//!   [`PrioritySelector`](vpd_sched::PrioritySelector) picks: Decode > Verify > Prefill, with
+//!   anti-starvation bounds.
+//! - `three-lane-adaptive`: the same, with vpd-sched's [`Controller`](vpd_sched::Controller)
+//!   choosing each request's L in `0..=Lmax` from its acceptance and the load (TurboSpec
+//!   goodput; ALGORITHMS.md, "Choosing L under load").
+//!
+//! **Simplification, stated plainly:** the three lanes are *not* threads here. On the CPU
+//! backend one forward already uses every core, so this module implements the lanes as a
+//! single-threaded strict-priority scheduler over the same lane queues
+//! ([`LaneQueue`](vpd_sched::LaneQueue) for the decode → verify → decode hand-offs) and the
+//! same request state machine ([`RequestState`](vpd_sched::RequestState)). One lane step runs
+//! at a time, so there is no draft/verify overlap; pinned lane threads with their own device
+//! streams and SM partitions belong to the CUDA runtime.
+//!
+//! Memory (issue 5, item 4): a waiting request is admitted to prefill only when its prompt fits
+//! in the free blocks; when a step needs more blocks than are free, the newest running
+//! requests are preempted by recompute (all requests have the same priority, so the lowest is
+//! the newest) and go back to the front of the waiting queue with the tokens they already
+//! emitted; when readmitted they re-prefill prompt and output. A request that could not fit in
+//! the whole cache even alone is rejected at admission with an error. Every admitted request
+//! therefore ends finished or with an explicit error, and the block manager's invariants are
+//! checked after every step.
+mod scheduler;
+mod state;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vpd_bench::metrics::RequestRecord;
+use vpd_bench::synthetic::SyntheticAcceptance;
+use vpd_sched::{ControllerConfig, CostPrior, StarvationBounds};
+
+use crate::backend::Backend;
+use crate::engine::{Engine, FinishReason, GenerateRequest};
+use crate::error::{EngineError, Result};
+use crate::spec::{Drafter, MAX_DRAFT_LEN};
+
+pub use scheduler::Runtime;
+
+/// How the runtime schedules work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    NoSpec,
+    SingleLane,
+    ThreeLane,
+    ThreeLaneAdaptive,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 4] = [
+        Policy::NoSpec,
+        Policy::SingleLane,
+        Policy::ThreeLane,
+        Policy::ThreeLaneAdaptive,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoSpec => "nospec",
+            Self::SingleLane => "single-lane",
+            Self::ThreeLane => "three-lane",
+            Self::ThreeLaneAdaptive => "three-lane-adaptive",
+        }
+    }
+
+    /// Whether the policy drafts (and so needs a drafter and L ≥ 1).
+    pub fn speculates(self) -> bool {
+        self != Self::NoSpec
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s.trim()).ok_or_else(|| EngineError::InvalidRequest {
+            field: "policy",
+            detail: format!("unknown policy `{s}`; use one of nospec, single-lane, three-lane, three-lane-adaptive"),
+        })
+    }
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub policy: Policy,
+    /// L for the fixed-L policies; Lmax for `three-lane-adaptive`.
+    pub num_draft: usize,
+    /// Prompt tokens per step, over all prefilling requests.
+    pub prefill_budget: usize,
+    /// Requests holding KV blocks at once.
+    pub max_running: usize,
+    pub starvation: StarvationBounds,
+    /// Controller settings for `three-lane-adaptive` (`l_max` and `speculation` are set from
+    /// `num_draft` and the policy).
+    pub controller: ControllerConfig,
+    pub cost_prior: CostPrior,
+    /// Replace accept/reject outcomes by this labelled process (all compute still runs).
+    pub synthetic: Option<SyntheticAcceptance>,
+    /// Seed of the synthetic process.
+    pub seed: u64,
+}
+
+impl RuntimeConfig {
+    pub fn new(policy: Policy, num_draft: usize) -> Self {
+        Self {
+            policy,
+            num_draft,
+            prefill_budget: 256,
+            max_running: 32,
+            starvation: StarvationBounds::default(),
+            controller: ControllerConfig::default(),
+            cost_prior: CostPrior::default(),
+            synthetic: None,
+            seed: 0,
+        }
+    }
+
+    /// # Errors
+    /// L of 0 (or over [`MAX_DRAFT_LEN`]) with a speculating policy, a zero prefill budget or
+    /// running limit.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, detail: String| Err(EngineError::InvalidRequest { field, detail });
+        if self.policy.speculates() && self.num_draft == 0 {
+            return bad(
+                "num_draft",
+                format!(
+                    "Lmax is 0 but policy {} speculates; use L >= 1 or policy nospec",
+                    self.policy
+                ),
+            );
+        }
+        if self.policy.speculates() && self.num_draft > MAX_DRAFT_LEN {
+            return bad(
+                "num_draft",
+                format!(
+                    "{} is over the maximum draft length {MAX_DRAFT_LEN}",
+                    self.num_draft
+                ),
+            );
+        }
+        if self.prefill_budget == 0 {
+            return bad("prefill_budget", "must be at least 1 token".into());
+        }
+        if self.max_running == 0 {
+            return bad("max_running", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One request as the client sends it.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub request: GenerateRequest,
+    /// Seconds after the run's start at which it was sent.
+    pub send_s: f64,
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Generated tokens (for an aborted request, those streamed before the error).
+    pub tokens: Vec<u32>,
+    /// `Ok` with the finish reason, or the error that aborted the request.
+    pub result: std::result::Result<FinishReason, String>,
+    /// Times it was preempted and recomputed.
+    pub preemptions: u32,
+}
+
+/// Everything a run produced, indexed by submission order.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    pub outcomes: Vec<Outcome>,
+    pub records: Vec<RequestRecord>,
+    /// `l_histogram[L]`: decode-lane steps of one request that drafted L tokens (0 = plain).
+    pub l_histogram: Vec<u64>,
+    /// Verify steps that checked at least one drafted token, drafted and accepted positions.
+    pub verifies: u64,
+    pub drafted: u64,
+    pub accepted: u64,
+    pub preemptions: u64,
+    /// Lane steps run: decode (draft or plain), verify, prefill (mixed steps count once each
+    /// in every lane they carried work for).
+    pub lane_steps: [u64; 3],
+    /// Wall time from the start to the last request's end.
+    pub duration_s: f64,
+}
+
+/// Runs `requests` through a fresh serving loop: a client thread sends request `i` at
+/// `send_times[i]` seconds after the start over a channel, the loop serves them, and
+/// `on_done` is called once per request that ends.
+///
+/// # Errors
+/// An invalid configuration, a missing drafter for a speculating policy, or a backend
+/// failure (request-level problems abort only that request).
+pub fn run_workload<B: Backend>(
+    engine: &mut Engine<B>,
+    drafter: Option<&mut dyn Drafter>,
+    cfg: &RuntimeConfig,
+    requests: Vec<GenerateRequest>,
+    send_times: &[f64],
+    on_done: &mut dyn FnMut(),
+) -> Result<RunOutput> {
+    if requests.len() != send_times.len() {
+        return Err(EngineError::InvalidRequest {
+            field: "send_times",
+            detail: format!(
+                "{} requests but {} send times",
+                requests.len(),
+                send_times.len()
+            ),
+        });
+    }
+    let mut rt = Runtime::new(engine, drafter, cfg)?;
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel::<Submission>();
+    std::thread::scope(|s| {
+        let times = send_times.to_vec();
+        s.spawn(move || {
+            for (request, t) in requests.into_iter().zip(times) {
+                let wait = Duration::from_secs_f64(t.max(0.0)).saturating_sub(start.elapsed());
+                std::thread::sleep(wait);
+                let send_s = start.elapsed().as_secs_f64();
+                // The loop only drops the receiver after the sender is gone.
+                if tx.send(Submission { request, send_s }).is_err() {
+                    return;
+                }
+            }
+        });
+        rt.serve(start, &rx, on_done)
+    })
+}

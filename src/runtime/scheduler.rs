@@ -1,0 +1,809 @@
+//! The serving loop: admission, lane selection, plan-then-run steps, preemption by recompute.
+//! See the module docs of [`crate::runtime`] for the policies and what is simplified.
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
+use vpd_sched::{
+    Controller, ControllerConfig, Lane, LaneLoad, LaneQueue, LaneReady, PrioritySelector,
+    RequestState,
+};
+
+use super::state::Req;
+use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
+use crate::backend::{Backend, LogitsWanted, StepPlan};
+use crate::engine::generate::stop_reason;
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::spec::{DraftQuery, Drafter, Proposal};
+
+/// One request's share of a forward step.
+enum Work {
+    /// One plain token.
+    Decode,
+    /// The newest token and a chain draft.
+    Verify(Proposal),
+    /// The next `n` tokens of its prefill.
+    Prefill(usize),
+}
+
+impl Work {
+    fn tokens(&self) -> usize {
+        match self {
+            Self::Decode => 1,
+            Self::Verify(p) => 1 + p.tree.len(),
+            Self::Prefill(n) => *n,
+        }
+    }
+}
+
+fn internal(what: impl Into<String>) -> EngineError {
+    EngineError::Backend(format!("runtime: {}", what.into()))
+}
+
+/// The serving loop over one target engine and an optional drafter.
+pub struct Runtime<'e, 'd, B: Backend> {
+    engine: &'e mut Engine<B>,
+    drafter: Option<&'d mut (dyn Drafter + 'd)>,
+    cfg: RuntimeConfig,
+    reqs: Vec<Req>,
+    /// The prefill lane's backlog: waiting and prefilling requests, in admission order
+    /// (preempted requests go back to the front).
+    waiting: VecDeque<usize>,
+    /// Hand-off queues: requests ready for a decode-lane step, drafts ready for verification.
+    decode_q: LaneQueue<usize>,
+    verify_q: LaneQueue<usize>,
+    selector: PrioritySelector,
+    controller: Option<Controller>,
+    out: RunOutput,
+    start: Instant,
+    /// Requests admitted and not yet ended.
+    live: usize,
+    /// Requests holding target KV blocks.
+    running: usize,
+    /// Requests ended since the caller last looked.
+    ended: usize,
+    verify_busy_s: f64,
+}
+
+impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
+    /// # Errors
+    /// An invalid configuration, or a speculating policy without a drafter.
+    pub fn new(
+        engine: &'e mut Engine<B>,
+        drafter: Option<&'d mut (dyn Drafter + 'd)>,
+        cfg: &RuntimeConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if cfg.policy.speculates() && drafter.is_none() {
+            return Err(EngineError::InvalidRequest {
+                field: "draft",
+                detail: format!("policy {} needs a drafter", cfg.policy),
+            });
+        }
+        let controller = if cfg.policy == Policy::ThreeLaneAdaptive {
+            let cc = ControllerConfig {
+                l_max: cfg.num_draft as u8,
+                speculation: true,
+                ..cfg.controller.clone()
+            };
+            Some(
+                Controller::new(cc, cfg.cost_prior).map_err(|e| EngineError::InvalidRequest {
+                    field: "controller",
+                    detail: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
+        let bad_bounds = |e: vpd_sched::priority::BoundsError| EngineError::InvalidRequest {
+            field: "starvation",
+            detail: e.to_string(),
+        };
+        // Only requests that hold KV blocks sit in the hand-off queues.
+        let cap = cfg.max_running + 1;
+        let queue = || LaneQueue::new(cap).map_err(|e| internal(e.to_string()));
+        Ok(Self {
+            selector: PrioritySelector::new(cfg.starvation).map_err(bad_bounds)?,
+            decode_q: queue()?,
+            verify_q: queue()?,
+            engine,
+            drafter,
+            cfg: cfg.clone(),
+            reqs: Vec::new(),
+            waiting: VecDeque::new(),
+            controller,
+            out: RunOutput {
+                l_histogram: vec![0; cfg.num_draft + 1],
+                ..RunOutput::default()
+            },
+            start: Instant::now(),
+            live: 0,
+            running: 0,
+            ended: 0,
+            verify_busy_s: 0.0,
+        })
+    }
+
+    fn now_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Serves until `rx` is closed and every admitted request has ended. `on_done` is called
+    /// once per ended request.
+    ///
+    /// # Errors
+    /// A backend failure or a broken internal invariant (never a request-level problem:
+    /// those abort the request).
+    pub fn serve(
+        &mut self,
+        start: Instant,
+        rx: &Receiver<Submission>,
+        on_done: &mut dyn FnMut(),
+    ) -> Result<RunOutput> {
+        self.start = start;
+        let mut closed = false;
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(s) => self.admit(s)?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let progressed = self.step()?;
+            for _ in 0..std::mem::take(&mut self.ended) {
+                on_done();
+            }
+            if progressed {
+                continue;
+            }
+            if self.live > 0 {
+                return Err(internal(format!(
+                    "stalled with {} live requests and no runnable work",
+                    self.live
+                )));
+            }
+            if closed {
+                break;
+            }
+            // Idle: wait for the next arrival.
+            match rx.recv() {
+                Ok(s) => self.admit(s)?,
+                Err(_) => closed = true,
+            }
+            for _ in 0..std::mem::take(&mut self.ended) {
+                on_done();
+            }
+        }
+        let mut out = std::mem::take(&mut self.out);
+        out.duration_s = self.now_s();
+        for r in std::mem::take(&mut self.reqs) {
+            let result = match (&r.error, r.finish) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(f)) => Ok(f),
+                (None, None) => {
+                    return Err(internal("a request ended neither finished nor aborted"))
+                }
+            };
+            out.outcomes.push(Outcome {
+                tokens: r.context[r.prompt_len..].to_vec(),
+                result,
+                preemptions: r.preemptions,
+            });
+            out.records.push(r.record);
+        }
+        Ok(out)
+    }
+
+    fn admit(&mut self, s: Submission) -> Result<()> {
+        let id = self.reqs.len();
+        let accept = self
+            .cfg
+            .synthetic
+            .map(|a| a.for_request(self.cfg.seed, id as u64));
+        self.reqs.push(Req::new(s.request, s.send_s, accept));
+        self.live += 1;
+        let cfg = self.engine.backend().config();
+        let (vocab, context) = (cfg.vocab_size, cfg.max_position_embeddings);
+        let r = &self.reqs[id];
+        let problem = if let Err(e) = r.req.validate(vocab, context) {
+            Some(e.to_string())
+        } else if r.req.max_new_tokens == 0 {
+            Some("max_new_tokens is 0".to_string())
+        } else {
+            // Rejected up front if it could not run even with the whole cache to itself, so
+            // that preempting everyone else always lets the oldest request progress.
+            let spec = if self.cfg.policy.speculates() {
+                self.cfg.num_draft
+            } else {
+                0
+            };
+            let tokens = (r.prompt_len + r.req.max_new_tokens).min(context) + spec + 1;
+            let (bs, total) = (
+                self.engine.blocks().block_size(),
+                self.engine.blocks().num_total(),
+            );
+            let need = tokens.div_ceil(bs);
+            (need > total).then(|| format!("needs {need} KV blocks for {tokens} tokens, the whole cache has {total}: rejected"))
+        };
+        match problem {
+            Some(why) => self.abort(id, why),
+            None => {
+                self.waiting.push_back(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// One step of the policy. Returns false when there was nothing to run.
+    fn step(&mut self) -> Result<bool> {
+        match self.cfg.policy {
+            Policy::NoSpec => {
+                self.out.l_histogram[0] += self.decode_q.len() as u64;
+                let mut entries: Vec<(usize, Work)> = drain(&self.decode_q)
+                    .into_iter()
+                    .map(|id| (id, Work::Decode))
+                    .collect();
+                entries.extend(self.plan_prefill()?);
+                self.run_entries(entries)
+            }
+            Policy::SingleLane => {
+                let ids = drain(&self.decode_q);
+                let mut entries = self.draft_round(&ids, false)?;
+                // The drafts are verified in this same step, with the prefill chunks.
+                for e in &mut entries {
+                    if let Work::Verify(_) = e.1 {
+                        let r = &mut self.reqs[e.0];
+                        if r.state == RequestState::Drafting {
+                            r.to(RequestState::Verifying)?;
+                        }
+                    }
+                }
+                entries.extend(self.plan_prefill()?);
+                self.run_entries(entries)
+            }
+            Policy::ThreeLane | Policy::ThreeLaneAdaptive => {
+                let ready = LaneReady {
+                    decode: !self.decode_q.is_empty(),
+                    verify: !self.verify_q.is_empty(),
+                    prefill: self.prefill_ready().then(|| self.prefill_age()),
+                };
+                match self.selector.select(&ready) {
+                    None => Ok(false),
+                    Some(Lane::Decode) => {
+                        let ids = drain(&self.decode_q);
+                        let plain = self.draft_round(&ids, true)?;
+                        self.run_entries(plain)?;
+                        Ok(true)
+                    }
+                    Some(Lane::Verify) => {
+                        let mut entries = Vec::new();
+                        for id in drain(&self.verify_q) {
+                            let p = self.reqs[id]
+                                .proposal
+                                .take()
+                                .ok_or_else(|| internal("a verifying request has no draft"))?;
+                            entries.push((id, Work::Verify(p)));
+                        }
+                        self.run_entries(entries)
+                    }
+                    Some(Lane::Prefill) => {
+                        let entries = self.plan_prefill()?;
+                        self.run_entries(entries)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drafts for `ids` (all in state Drafting). Returns the work for one target step:
+    /// `Verify` for each non-empty draft and `Decode` for each request without one. With
+    /// `hand_off`, drafted requests go to the verify queue instead and only plain work returns.
+    fn draft_round(&mut self, ids: &[usize], hand_off: bool) -> Result<Vec<(usize, Work)>> {
+        let load = LaneLoad {
+            verify_queue_tokens: self.verify_q.len() as u32 * (self.cfg.num_draft as u32 + 1),
+            prefill_chunk_tokens: self.waiting_tokens().min(self.cfg.prefill_budget) as u32,
+            verify_busy: (self.verify_busy_s / self.start.elapsed().as_secs_f64().max(1e-9))
+                .min(1.0),
+        };
+        let want: HashMap<usize, usize> = match &mut self.controller {
+            Some(c) => c
+                .decide(&load)
+                .iter()
+                .map(|d| (d.id as usize, d.l as usize))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let lens: Vec<usize> = ids
+            .iter()
+            .map(|&id| self.draft_budget(id, want.get(&id).copied().unwrap_or(self.cfg.num_draft)))
+            .collect();
+        let drafting: Vec<usize> = ids
+            .iter()
+            .zip(&lens)
+            .filter(|(_, &l)| l > 0)
+            .map(|(&id, _)| id)
+            .collect();
+        let dlens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
+        let mut proposals: HashMap<usize, Proposal> = self
+            .draft(&drafting, &dlens)?
+            .into_iter()
+            .zip(&drafting)
+            .map(|(p, &id)| (id, p))
+            .collect();
+        let mut out = Vec::new();
+        for &id in ids {
+            match proposals.remove(&id).filter(|p| !p.tree.is_empty()) {
+                Some(p) => {
+                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
+                    if hand_off {
+                        let r = &mut self.reqs[id];
+                        r.to(RequestState::Verifying)?;
+                        r.proposal = Some(p);
+                        self.verify_q
+                            .try_push(id)
+                            .map_err(|_| internal("verify queue full"))?;
+                    } else {
+                        out.push((id, Work::Verify(p)));
+                    }
+                }
+                None => {
+                    self.out.l_histogram[0] += 1;
+                    out.push((id, Work::Decode));
+                }
+            }
+        }
+        if hand_off && !drafting.is_empty() {
+            self.out.lane_steps[0] += 1;
+        }
+        Ok(out)
+    }
+
+    /// How many tokens request `id` may draft: never more than it may still emit minus the
+    /// one verification always adds, nor past the context.
+    fn draft_budget(&self, id: usize, want: usize) -> usize {
+        let r = &self.reqs[id];
+        let ctx_room = self
+            .engine
+            .backend()
+            .config()
+            .max_position_embeddings
+            .saturating_sub(r.context.len());
+        let out_room = r
+            .req
+            .max_new_tokens
+            .saturating_sub(r.out_len())
+            .saturating_sub(1);
+        want.min(ctx_room).min(out_room)
+    }
+
+    fn draft(&mut self, ids: &[usize], lens: &[usize]) -> Result<Vec<Proposal>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let drafter = self
+            .drafter
+            .as_deref_mut()
+            .ok_or_else(|| internal("drafting without a drafter"))?;
+        let mut samplers: Vec<_> = ids
+            .iter()
+            .map(|&id| std::mem::replace(&mut self.reqs[id].draft, vpd_sampling::Sampler::new(0)))
+            .collect();
+        let mut queries = Vec::with_capacity(ids.len());
+        for (&id, &len) in ids.iter().zip(lens) {
+            let r = &self.reqs[id];
+            let seq = r
+                .seq
+                .ok_or_else(|| internal("drafting for a request without a cache"))?;
+            queries.push(DraftQuery {
+                seq,
+                context: &r.context,
+                len,
+                sampling: &r.req.sampling,
+            });
+        }
+        let t0 = Instant::now();
+        let result = drafter.propose(&queries, &mut samplers);
+        let dt = t0.elapsed().as_secs_f64();
+        for (&id, s) in ids.iter().zip(samplers) {
+            self.reqs[id].draft = s;
+        }
+        if let Some(c) = &mut self.controller {
+            c.observe_draft_step(ids.len(), dt);
+        }
+        result
+    }
+
+    fn waiting_tokens(&self) -> usize {
+        self.waiting
+            .iter()
+            .map(|&id| {
+                self.reqs[id]
+                    .prefill_target
+                    .max(self.reqs[id].context.len())
+                    .saturating_sub(self.reqs[id].cached)
+            })
+            .sum()
+    }
+
+    fn prefill_age(&self) -> Duration {
+        let sent = self
+            .waiting
+            .front()
+            .map_or(0.0, |&id| self.reqs[id].record.send_s);
+        Duration::from_secs_f64((self.now_s() - sent).max(0.0))
+    }
+
+    /// Tokens a waiting request must prefill when admitted now.
+    fn prefill_tokens(r: &Req) -> usize {
+        if r.out_len() == 0 {
+            r.prompt_len
+        } else {
+            r.context.len() - 1
+        }
+    }
+
+    /// Whether request `id` (waiting) may start prefilling, given `reserved` blocks already
+    /// promised in this step.
+    fn admissible(&self, id: usize, reserved: usize) -> bool {
+        let blocks = self.engine.blocks();
+        // Room for the prompt and the first generated token.
+        let need = (Self::prefill_tokens(&self.reqs[id]) + 1).div_ceil(blocks.block_size());
+        self.running < self.cfg.max_running && need + reserved <= blocks.num_free()
+    }
+
+    fn prefill_ready(&self) -> bool {
+        let first_waiting = self
+            .waiting
+            .iter()
+            .find(|&&id| self.reqs[id].state == RequestState::Waiting);
+        self.waiting
+            .iter()
+            .any(|&id| self.reqs[id].state == RequestState::Prefilling)
+            || first_waiting.is_some_and(|&id| self.admissible(id, 0))
+    }
+
+    /// Prefill chunks for this step, under the token budget, admitting waiting requests in
+    /// order while their prompts fit.
+    fn plan_prefill(&mut self) -> Result<Vec<(usize, Work)>> {
+        let (mut budget, mut reserved, mut blocked) = (self.cfg.prefill_budget, 0usize, false);
+        let mut out = Vec::new();
+        let bs = self.engine.blocks().block_size();
+        for i in 0..self.waiting.len() {
+            if budget == 0 {
+                break;
+            }
+            let id = self.waiting[i];
+            if self.reqs[id].state == RequestState::Waiting {
+                if blocked || !self.admissible(id, reserved) {
+                    blocked = true;
+                    continue;
+                }
+                let seq = self.engine.new_sequence()?;
+                if let Some(d) = self.drafter.as_deref_mut() {
+                    d.begin(seq)?;
+                }
+                let r = &mut self.reqs[id];
+                r.to(RequestState::Prefilling)?;
+                r.seq = Some(seq);
+                r.cached = 0;
+                r.prefill_target = Self::prefill_tokens(r);
+                self.running += 1;
+            }
+            let r = &self.reqs[id];
+            let n = (r.prefill_target - r.cached).min(budget);
+            budget -= n;
+            reserved += n.div_ceil(bs) + 1;
+            out.push((id, Work::Prefill(n)));
+        }
+        Ok(out)
+    }
+
+    /// Preempts the newest requests holding blocks until `entries` fit; a request that cannot
+    /// fit even alone is aborted.
+    fn make_room(&mut self, entries: &mut Vec<(usize, Work)>) -> Result<()> {
+        loop {
+            let blocks = self.engine.blocks();
+            let mut need = 0;
+            for (id, w) in entries.iter() {
+                let seq = self.reqs[*id]
+                    .seq
+                    .ok_or_else(|| internal("work for a request without a cache"))?;
+                need += blocks.blocks_needed(seq, w.tokens());
+            }
+            if need <= blocks.num_free() {
+                return Ok(());
+            }
+            let victim = (0..self.reqs.len())
+                .rev()
+                .find(|&i| self.reqs[i].seq.is_some());
+            match victim {
+                Some(v) if self.running > 1 => {
+                    self.preempt(v)?;
+                    entries.retain(|(id, _)| *id != v);
+                }
+                _ => {
+                    let (free, total) = (blocks.num_free(), blocks.num_total());
+                    for (id, _) in std::mem::take(entries) {
+                        self.abort(id, format!("KV cache exhausted: the step needs {need} blocks, {free} of {total} are free"))?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, id: usize) -> Result<()> {
+        if let Some(seq) = self.reqs[id].seq.take() {
+            self.engine.blocks_mut().free(seq)?;
+            if let Some(d) = self.drafter.as_deref_mut() {
+                d.end(seq);
+            }
+            self.running -= 1;
+        }
+        if let Some(c) = &mut self.controller {
+            c.remove_request(id as u64);
+        }
+        remove_from(&self.decode_q, id);
+        remove_from(&self.verify_q, id);
+        self.reqs[id].proposal = None;
+        Ok(())
+    }
+
+    /// Preemption by recompute: drop the request's caches and queue it first for prefill
+    /// again, keeping the tokens it already streamed.
+    fn preempt(&mut self, id: usize) -> Result<()> {
+        self.release(id)?;
+        let r = &mut self.reqs[id];
+        let was_prefilling = r.state == RequestState::Prefilling;
+        r.to(RequestState::Waiting)?;
+        r.cached = 0;
+        r.preemptions += 1;
+        self.out.preemptions += 1;
+        if !was_prefilling {
+            self.waiting.push_front(id);
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, id: usize, why: String) -> Result<()> {
+        self.release(id)?;
+        self.waiting.retain(|&w| w != id);
+        let t = self.now_s();
+        self.reqs[id].abort(t, why)?;
+        self.live -= 1;
+        self.ended += 1;
+        Ok(())
+    }
+
+    /// Runs one target forward over `entries` and applies its results. Returns whether any
+    /// work ran.
+    fn run_entries(&mut self, mut entries: Vec<(usize, Work)>) -> Result<bool> {
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        self.make_room(&mut entries)?;
+        if entries.is_empty() {
+            return Ok(true);
+        }
+        let mut seqs = Vec::with_capacity(entries.len());
+        let (mut has_prefill, mut has_verify, mut has_decode) = (false, false, false);
+        for (id, w) in &entries {
+            let r = &self.reqs[*id];
+            let seq = r
+                .seq
+                .ok_or_else(|| internal("work for a request without a cache"))?;
+            let (tokens, logits) = match w {
+                Work::Decode => {
+                    has_decode = true;
+                    (vec![r.newest()?], LogitsWanted::Last)
+                }
+                Work::Verify(p) => {
+                    has_verify = true;
+                    let mut t = vec![r.newest()?];
+                    t.extend_from_slice(&p.tree.tokens);
+                    (t, LogitsWanted::All)
+                }
+                Work::Prefill(n) => {
+                    has_prefill = true;
+                    let last = r.cached + n == r.prefill_target && r.out_len() == 0;
+                    (
+                        r.context[r.cached..r.cached + n].to_vec(),
+                        if last {
+                            LogitsWanted::Last
+                        } else {
+                            LogitsWanted::None
+                        },
+                    )
+                }
+            };
+            let start_pos = r.cached;
+            self.engine.append(seq, tokens.len())?;
+            seqs.push(self.engine.seq_step(seq, tokens, start_pos, logits));
+        }
+        let plan = StepPlan { seqs };
+        let t0 = Instant::now();
+        let logits = self.engine.backend_mut().forward(&plan)?;
+        let dt = t0.elapsed().as_secs_f64();
+        if has_verify {
+            self.verify_busy_s += dt;
+        }
+        if let (Some(c), false) = (&mut self.controller, has_prefill) {
+            c.observe_verify_step(plan.num_tokens(), dt);
+        }
+        for (lane, used) in [has_decode, has_verify, has_prefill]
+            .into_iter()
+            .enumerate()
+        {
+            self.out.lane_steps[lane] += u64::from(used);
+        }
+        let t = self.now_s();
+        for (s, (id, w)) in entries.into_iter().enumerate() {
+            match w {
+                Work::Decode => {
+                    let row = logits
+                        .last_row(s)
+                        .ok_or_else(|| internal("decode step returned no logits"))?;
+                    let r = &mut self.reqs[id];
+                    let tok = r.verify.sample(row, &r.req.sampling);
+                    r.cached += 1;
+                    let n = self.push_tokens(id, &[tok]);
+                    self.settle(id, n, t)?;
+                }
+                Work::Verify(p) => self.apply_verify(id, &p, logits.seq_rows(s).collect(), t)?,
+                Work::Prefill(n) => {
+                    self.reqs[id].cached += n;
+                    let r = &self.reqs[id];
+                    if r.cached < r.prefill_target {
+                        continue;
+                    }
+                    self.waiting.retain(|&w| w != id);
+                    let emitted = if r.out_len() == 0 {
+                        let row = logits
+                            .last_row(s)
+                            .ok_or_else(|| internal("prefill returned no logits"))?;
+                        let r = &mut self.reqs[id];
+                        let tok = r.verify.sample(row, &r.req.sampling);
+                        self.push_tokens(id, &[tok])
+                    } else {
+                        0
+                    };
+                    self.settle(id, emitted, t)?;
+                }
+            }
+        }
+        self.engine
+            .blocks()
+            .check_invariants()
+            .map_err(|e| internal(format!("block invariant broken: {e}")))?;
+        if self.engine.blocks().num_sequences() != self.running {
+            return Err(internal(format!(
+                "{} cached sequences but {} running requests",
+                self.engine.blocks().num_sequences(),
+                self.running
+            )));
+        }
+        Ok(true)
+    }
+
+    fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<&[f32]>, t: f64) -> Result<()> {
+        let r = &mut self.reqs[id];
+        let drafted = p.tree.len();
+        let sampling = r.req.sampling.clone();
+        let (k, emitted) = if let Some(acc) = &mut r.accept {
+            // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
+            let k = acc.verify(drafted);
+            let row = rows
+                .get(k)
+                .ok_or_else(|| internal("verify step returned too few logits"))?;
+            let next = if sampling.is_greedy() {
+                argmax(row)
+            } else {
+                r.verify.sample(row, &sampling)
+            };
+            let mut e = p.tree.tokens[..k].to_vec();
+            e.push(next);
+            (k, e)
+        } else {
+            let outcome = if sampling.is_greedy() {
+                verify_tree_greedy(&p.tree, &rows)
+            } else {
+                let probs: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|row| processed_probs(row, &sampling))
+                    .collect();
+                let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
+                let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
+                verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
+            }
+            .map_err(|e| internal(format!("verification: {e}")))?;
+            (outcome.path.len(), outcome.emitted(&p.tree))
+        };
+        r.cached += 1 + k;
+        let seq = r
+            .seq
+            .ok_or_else(|| internal("verified a request without a cache"))?;
+        let cached = r.cached;
+        self.engine.blocks_mut().truncate(seq, cached)?;
+        self.out.verifies += 1;
+        self.out.drafted += drafted as u64;
+        self.out.accepted += k as u64;
+        if let Some(c) = &mut self.controller {
+            c.observe_acceptance(id as u64, drafted.min(255) as u8, k.min(255) as u8)
+                .map_err(|e| internal(e.to_string()))?;
+        }
+        let n = self.push_tokens(id, &emitted);
+        if self.reqs[id].finish.is_none() {
+            if let Some(d) = self.drafter.as_deref_mut() {
+                d.rollback(seq, self.reqs[id].context.len())?;
+            }
+        }
+        self.settle(id, n, t)
+    }
+
+    /// Appends tokens until one ends the request; returns how many were appended.
+    fn push_tokens(&mut self, id: usize, toks: &[u32]) -> usize {
+        let cfg = self.engine.backend().config();
+        let r = &mut self.reqs[id];
+        let mut n = 0;
+        for &tok in toks {
+            r.context.push(tok);
+            n += 1;
+            r.finish = stop_reason(cfg, &r.req, r.out_len(), tok);
+            if r.finish.is_some() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// After a step emitted `n` tokens for `id`: stream them, then finish the request or
+    /// hand it (back) to the decode lane.
+    fn settle(&mut self, id: usize, n: usize, t: f64) -> Result<()> {
+        self.reqs[id].chunk(t, n);
+        if self.reqs[id].finish.is_some() {
+            self.release(id)?;
+            let r = &mut self.reqs[id];
+            r.to(RequestState::Finished)?;
+            r.record.end_s = Some(t);
+            self.live -= 1;
+            self.ended += 1;
+            return Ok(());
+        }
+        let r = &mut self.reqs[id];
+        match r.state {
+            RequestState::Drafting => {}
+            RequestState::Prefilling => {
+                r.to(RequestState::Drafting)?;
+                if let Some(c) = &mut self.controller {
+                    c.add_request(id as u64)
+                        .map_err(|e| internal(e.to_string()))?;
+                }
+            }
+            _ => r.to(RequestState::Drafting)?,
+        }
+        self.decode_q
+            .try_push(id)
+            .map_err(|_| internal("decode queue full"))
+    }
+}
+
+fn drain(q: &LaneQueue<usize>) -> Vec<usize> {
+    std::iter::from_fn(|| q.try_pop()).collect()
+}
+
+/// Removes `id` from a hand-off queue, keeping the others' order (one thread owns the
+/// queues here, so draining and re-pushing is safe).
+fn remove_from(q: &LaneQueue<usize>, id: usize) {
+    for other in drain(q) {
+        if other != id {
+            // Re-pushing at most what was drained cannot overflow.
+            let _ = q.try_push(other);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The serving runtime on a random tiny model: every policy completes every request with the
+//! same greedy tokens as plain `Engine::generate`, and under KV overload nothing is lost.
+use std::sync::Arc;
+
+use verify_pd::backend::cpu::CpuBackend;
+use verify_pd::engine::{Engine, FinishReason, GenerateRequest};
+use verify_pd::make_model::{write_random_checkpoint, Preset, WeightDType};
+use verify_pd::model::Model;
+use verify_pd::runtime::{run_workload, Policy, RunOutput, RuntimeConfig};
+use verify_pd::spec::factory::cpu_drafter;
+use verify_pd::spec::{DraftSpec, Drafter};
+use vpd_sampling::SamplingParams;
+
+fn tiny(seed: u64) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_random_checkpoint(
+        &Preset::TinyLlama3.config(),
+        WeightDType::F32,
+        seed,
+        dir.path(),
+        None,
+        &mut |_, _| {},
+    )
+    .expect("write");
+    let m = Model::load(dir.path()).expect("load");
+    (dir, m)
+}
+
+fn engine(m: &Model, blocks: usize) -> Engine<CpuBackend> {
+    Engine::new(
+        CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, 4).expect("backend"),
+    )
+    .expect("engine")
+}
+
+/// `n` greedy requests with distinct prompts of 5..=17 tokens (some with repeats, so prompt
+/// lookup matches) and 6..=14 output tokens.
+fn requests(n: usize) -> Vec<GenerateRequest> {
+    (0..n)
+        .map(|i| {
+            let len = 5 + (i * 5) % 13;
+            let mut p: Vec<u32> = (0..len)
+                .map(|j| (3 + i * 11 + (j * 7) % 23) as u32 % 256)
+                .collect();
+            p.extend_from_within(1..4);
+            GenerateRequest {
+                prompt_ids: p,
+                max_new_tokens: 6 + (i * 3) % 9,
+                sampling: SamplingParams::greedy(),
+                ignore_eos: true,
+            }
+        })
+        .collect()
+}
+
+fn plain(m: &Model, reqs: &[GenerateRequest]) -> Vec<Vec<u32>> {
+    reqs.iter()
+        .map(|r| engine(m, 64).generate(r).expect("plain").token_ids)
+        .collect()
+}
+
+fn run(
+    m: &Model,
+    policy: Policy,
+    draft: &DraftSpec,
+    blocks: usize,
+    reqs: &[GenerateRequest],
+    gap_s: f64,
+    prefill_budget: usize,
+) -> RunOutput {
+    let mut e = engine(m, blocks);
+    let mut drafter = cpu_drafter(draft, m, blocks * 2 + 8, 4).expect("drafter");
+    let mut cfg = RuntimeConfig::new(policy, 3);
+    cfg.prefill_budget = prefill_budget;
+    cfg.max_running = 6;
+    let times: Vec<f64> = (0..reqs.len()).map(|i| i as f64 * gap_s).collect();
+    let mut done = 0;
+    let d = if policy.speculates() {
+        Some(&mut *drafter as &mut dyn Drafter)
+    } else {
+        None
+    };
+    let out = run_workload(&mut e, d, &cfg, reqs.to_vec(), &times, &mut || done += 1).expect("run");
+    assert_eq!(done, reqs.len(), "{policy}: on_done once per request");
+    assert_eq!(e.blocks().num_used(), 0, "{policy}: blocks leaked");
+    e.blocks().check_invariants().expect("invariants");
+    assert_eq!(out.outcomes.len(), reqs.len());
+    assert_eq!(out.records.len(), reqs.len());
+    out
+}
+
+#[test]
+fn every_policy_completes_every_request_with_plain_greedy_tokens() {
+    let (_d, m) = tiny(1);
+    let reqs = requests(7);
+    let want = plain(&m, &reqs);
+    for draft in [DraftSpec::LayerSkip(1), DraftSpec::Ngram(2)] {
+        for policy in Policy::ALL {
+            // 8-token chunks: several per prompt, mixed with decoding.
+            let out = run(&m, policy, &draft, 96, &reqs, 0.002, 8);
+            for (i, o) in out.outcomes.iter().enumerate() {
+                assert_eq!(
+                    o.result,
+                    Ok(FinishReason::Length),
+                    "{policy} {draft:?} request {i}"
+                );
+                assert_eq!(o.tokens, want[i], "{policy} {draft:?} request {i}");
+                let rec = &out.records[i];
+                let streamed: u32 = rec.chunks.iter().map(|c| c.tokens).sum();
+                assert_eq!(
+                    streamed as usize,
+                    want[i].len(),
+                    "{policy}: every token streamed once"
+                );
+                assert!(rec.chunks.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+                assert!(rec.chunks[0].t_s >= rec.send_s && rec.end_s.is_some());
+            }
+            if policy.speculates() {
+                assert!(
+                    out.verifies > 0 && out.accepted <= out.drafted,
+                    "{policy} {draft:?}"
+                );
+            } else {
+                assert_eq!(out.drafted, 0);
+            }
+            assert_eq!(out.preemptions, 0, "{policy}: the cache is large enough");
+        }
+    }
+}
+
+#[test]
+fn overload_preempts_by_recompute_and_loses_nothing() {
+    let (_d, m) = tiny(3);
+    let mut reqs = requests(10);
+    // Needs more blocks than the whole cache: rejected with an explicit error.
+    reqs.push(GenerateRequest {
+        prompt_ids: vec![7; 40],
+        max_new_tokens: 30,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+    });
+    let want = plain(&m, &reqs[..10]);
+    for policy in Policy::ALL {
+        // 14 blocks of 4 tokens: about two requests fit at once; all arrive together.
+        // A budget that admits several prompts in one step, so decoding outgrows the cache.
+        let out = run(&m, policy, &DraftSpec::LayerSkip(1), 14, &reqs, 0.0, 64);
+        eprintln!("{policy}: {} preemptions", out.preemptions);
+        assert!(out.preemptions > 0, "{policy}: overload must preempt");
+        for (i, o) in out.outcomes.iter().enumerate().take(10) {
+            assert_eq!(o.result, Ok(FinishReason::Length), "{policy} request {i}");
+            assert_eq!(
+                o.tokens, want[i],
+                "{policy} request {i}: recompute keeps greedy tokens"
+            );
+        }
+        let last = &out.outcomes[10];
+        let err = last
+            .result
+            .clone()
+            .expect_err("the oversized request is rejected");
+        assert!(err.contains("KV blocks"), "{err}");
+        assert!(out.records[10].error.is_some());
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused_with_clear_errors() {
+    let (_d, m) = tiny(1);
+    let mut e = engine(&m, 16);
+    let err = run_workload(
+        &mut e,
+        None,
+        &RuntimeConfig::new(Policy::ThreeLane, 0),
+        vec![],
+        &[],
+        &mut || {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("Lmax is 0"), "{err}");
+    let err = run_workload(
+        &mut e,
+        None,
+        &RuntimeConfig::new(Policy::SingleLane, 2),
+        vec![],
+        &[],
+        &mut || {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("needs a drafter"), "{err}");
+    let err = "fastest".parse::<Policy>().unwrap_err().to_string();
+    assert!(err.contains("unknown policy"), "{err}");
+    for p in Policy::ALL {
+        assert_eq!(p.name().parse::<Policy>().unwrap(), p);
+    }
+}
