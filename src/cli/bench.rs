@@ -243,18 +243,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 ));
             }
             summary.l_histogram = out.l_histogram.clone();
-            bar.println(format!(
-                "{policy:>20} @ {rate} req/s: {}/{} done, TPOT p50 {:.1} p99 {:.1} ms, {:.1} out tok/s, {} preemptions",
-                summary.completed,
-                reqs.len(),
-                summary.tpot_ms.p50,
-                summary.tpot_ms.p99,
-                summary.output_throughput,
-                out.preemptions
-            ));
+            // `suspend`, not `println`: a hidden bar (stderr not a terminal) drops `println`.
+            bar.suspend(|| {
+                eprintln!(
+                    "{policy:>20} @ {rate} req/s: {}/{} done, TPOT p50 {:.1} p99 {:.1} ms, {:.1} out tok/s, {} preemptions",
+                    summary.completed,
+                    reqs.len(),
+                    summary.tpot_ms.p50,
+                    summary.tpot_ms.p99,
+                    summary.output_throughput,
+                    out.preemptions
+                )
+            });
             for (i, o) in out.outcomes.iter().enumerate() {
                 if let Err(e) = &o.result {
-                    bar.println(format!("  request {i} aborted: {e}"));
+                    bar.suspend(|| eprintln!("  request {i} aborted: {e}"));
                 }
             }
             runs.push(RunResult {
