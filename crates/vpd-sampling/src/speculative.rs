@@ -206,18 +206,16 @@ fn check_chain(
         }
         rows("draft", draft)?;
     }
-    if let Some((index, &token)) = drafts
-        .iter()
-        .enumerate()
-        .find(|(_, &t)| t as usize >= vocab)
-    {
-        return Err(SpecError::TokenOutOfRange {
-            index,
-            token,
-            vocab,
-        });
-    }
+    check_tokens(drafts, vocab)?;
     Ok(vocab)
+}
+
+/// Every drafted token must index the vocabulary; names the first that does not.
+pub(crate) fn check_tokens(tokens: &[u32], vocab: usize) -> Result<(), SpecError> {
+    match tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+        Some((index, &token)) => Err(SpecError::TokenOutOfRange { index, token, vocab }),
+        None => Ok(()),
+    }
 }
 
 fn chain(

@@ -179,18 +179,7 @@ fn check_tree(
             });
         }
     }
-    if let Some((index, &token)) = tree
-        .tokens
-        .iter()
-        .enumerate()
-        .find(|(_, &t)| t as usize >= vocab)
-    {
-        return Err(SpecError::TokenOutOfRange {
-            index,
-            token,
-            vocab,
-        });
-    }
+    crate::speculative::check_tokens(&tree.tokens, vocab)?;
     Ok(vocab)
 }
 
