@@ -31,7 +31,10 @@
 //! the whole cache even alone is rejected at admission with an error. Every admitted request
 //! therefore ends finished or with an explicit error, and the block manager's invariants are
 //! checked after every step.
+pub mod events;
+pub mod metrics;
 mod scheduler;
+pub mod service;
 mod state;
 
 use std::fmt;
@@ -49,6 +52,7 @@ use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, MAX_DRAFT_LEN};
 
 pub use scheduler::Runtime;
+pub use service::{Service, ServiceConfig, SubmitError};
 
 /// How the runtime schedules work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +179,8 @@ pub struct Submission {
     pub request: GenerateRequest,
     /// Seconds after the run's start at which it was sent.
     pub send_s: f64,
+    /// Where its events go (served requests); `None` in the in-process benchmark.
+    pub sink: Option<events::EventSink>,
 }
 
 /// How one request ended.
@@ -243,7 +249,11 @@ pub fn run_workload<B: Backend>(
                 std::thread::sleep(wait);
                 let send_s = start.elapsed().as_secs_f64();
                 // The loop only drops the receiver after the sender is gone.
-                if tx.send(Submission { request, send_s }).is_err() {
+                if tx.send(Submission {
+                    request,
+                    send_s,
+                    sink: None,
+                }).is_err() {
                     return;
                 }
             }

@@ -3,8 +3,10 @@
 mod memory;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
 use vpd_sched::{
@@ -12,7 +14,10 @@ use vpd_sched::{
     RequestState,
 };
 
-use super::state::Req;
+use super::events::Event;
+use super::metrics::RuntimeMetrics;
+use super::service::Shared;
+use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
 use crate::backend::{Backend, LogitsWanted, StepPlan};
 use crate::engine::generate::stop_reason;
@@ -49,7 +54,7 @@ pub struct Runtime<'e, 'd, B: Backend> {
     engine: &'e mut Engine<B>,
     drafter: Option<&'d mut (dyn Drafter + 'd)>,
     cfg: RuntimeConfig,
-    reqs: Vec<Req>,
+    reqs: Reqs,
     /// The prefill lane's backlog: waiting and prefilling requests, in admission order
     /// (preempted requests go back to the front).
     waiting: VecDeque<usize>,
@@ -64,9 +69,13 @@ pub struct Runtime<'e, 'd, B: Backend> {
     live: usize,
     /// Requests holding target KV blocks.
     running: usize,
-    /// Requests ended since the caller last looked.
-    ended: usize,
+    /// Requests ended since the loop last reaped.
+    ended: Vec<usize>,
     verify_busy_s: f64,
+    metrics: RuntimeMetrics,
+    /// Set when serving over a [`super::service::Service`]: its flags, counters and the
+    /// published metrics.
+    shared: Option<Arc<Shared>>,
 }
 
 impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
@@ -113,7 +122,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             engine,
             drafter,
             cfg: cfg.clone(),
-            reqs: Vec::new(),
+            reqs: Reqs::default(),
             waiting: VecDeque::new(),
             controller,
             out: RunOutput {
@@ -123,9 +132,19 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             start: Instant::now(),
             live: 0,
             running: 0,
-            ended: 0,
+            ended: Vec::new(),
             verify_busy_s: 0.0,
+            metrics: RuntimeMetrics::new(cfg.num_draft),
+            shared: None,
         })
+    }
+
+    /// Serves for a [`super::service::Service`]: requests carry event sinks, ended ones are
+    /// dropped after their last event, an engine fault fails the live requests instead of
+    /// stopping the loop, and metrics are published after every step.
+    pub(super) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     fn now_s(&self) -> f64 {
@@ -157,34 +176,45 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     }
                 }
             }
-            let progressed = self.step()?;
-            for _ in 0..std::mem::take(&mut self.ended) {
-                on_done();
-            }
+            self.sweep()?;
+            let progressed = match self.step() {
+                Ok(p) => p,
+                // Serving: the requests in flight fail with the fault, the server stays up.
+                Err(e) if self.shared.is_some() => {
+                    self.fail_all(&format!("engine fault: {e}"))?;
+                    true
+                }
+                Err(e) => return Err(e),
+            };
+            self.reap(on_done);
             if progressed {
                 continue;
             }
             if self.live > 0 {
-                return Err(internal(format!(
+                let why = format!(
                     "stalled with {} live requests and no runnable work",
                     self.live
-                )));
+                );
+                if self.shared.is_none() {
+                    return Err(internal(why));
+                }
+                self.fail_all(&format!("runtime: {why}"))?;
+                self.reap(on_done);
             }
             if closed {
                 break;
             }
-            // Idle: wait for the next arrival.
-            match rx.recv() {
+            // Idle: wait for the next arrival (waking now and then to see the service's flags).
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(s) => self.admit(s)?,
-                Err(_) => closed = true,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
             }
-            for _ in 0..std::mem::take(&mut self.ended) {
-                on_done();
-            }
+            self.reap(on_done);
         }
         let mut out = std::mem::take(&mut self.out);
         out.duration_s = self.now_s();
-        for r in std::mem::take(&mut self.reqs) {
+        for r in self.reqs.take_all() {
             let result = match (&r.error, r.finish) {
                 (Some(e), _) => Err(e.clone()),
                 (None, Some(f)) => Ok(f),
@@ -202,13 +232,97 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         Ok(out)
     }
 
+    /// Between steps: aborts requests whose client went away and, when the service asks,
+    /// every live request.
+    fn sweep(&mut self) -> Result<()> {
+        if let Some(sh) = &self.shared {
+            if sh.abort_all.load(Ordering::Acquire) {
+                let why = sh.abort_reason();
+                return self.fail_all(&why);
+            }
+        }
+        let gone: Vec<usize> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| !r.state.is_terminal() && r.disconnected())
+            .map(|(id, _)| id)
+            .collect();
+        for id in gone {
+            self.abort(id, "client disconnected".into())?;
+        }
+        Ok(())
+    }
+
+    /// Aborts every live request with `why`.
+    fn fail_all(&mut self, why: &str) -> Result<()> {
+        let live: Vec<usize> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| !r.state.is_terminal())
+            .map(|(id, _)| id)
+            .collect();
+        for id in live {
+            self.abort(id, why.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reports ended requests, drops served ones, publishes the metrics.
+    fn reap(&mut self, on_done: &mut dyn FnMut()) {
+        for id in std::mem::take(&mut self.ended) {
+            on_done();
+            if self.reqs[id].sink.is_some() {
+                self.reqs.remove(id);
+                if let Some(sh) = &self.shared {
+                    sh.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        if let Some(sh) = &self.shared {
+            let m = self.snapshot();
+            if let Ok(mut slot) = sh.metrics.lock() {
+                *slot = m;
+            }
+        }
+    }
+
+    /// The current metrics, gauges included.
+    fn snapshot(&self) -> RuntimeMetrics {
+        let mut m = self.metrics.clone();
+        let blocks = self.engine.blocks();
+        m.running = self.running;
+        m.waiting = self
+            .waiting
+            .iter()
+            .filter(|&&id| self.reqs[id].state == RequestState::Waiting)
+            .count();
+        m.lane_queue = [self.decode_q.len(), self.verify_q.len(), self.waiting.len()];
+        m.kv_total_blocks = blocks.num_total();
+        m.kv_used_blocks = blocks.num_total() - blocks.num_free();
+        m.preemptions = self.out.preemptions;
+        m.verifies = self.out.verifies;
+        m.drafted = self.out.drafted;
+        m.accepted = self.out.accepted;
+        m.l_histogram.clone_from(&self.out.l_histogram);
+        m
+    }
+
+    /// A served request left the bounded waiting queue (started, or ended before starting).
+    fn left_queue(&mut self, id: usize) {
+        let r = &mut self.reqs[id];
+        if std::mem::take(&mut r.queued) {
+            if let Some(sh) = &self.shared {
+                sh.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     fn admit(&mut self, s: Submission) -> Result<()> {
-        let id = self.reqs.len();
         let accept = self
             .cfg
             .synthetic
-            .map(|a| a.for_request(self.cfg.seed, id as u64));
-        self.reqs.push(Req::new(s.request, s.send_s, accept));
+            .map(|a| a.for_request(self.cfg.seed, self.reqs.next_id() as u64));
+        let id = self.reqs.insert(Req::new(s.request, s.send_s, accept, s.sink));
         self.live += 1;
         let cfg = self.engine.backend().config();
         let (vocab, context) = (cfg.vocab_size, cfg.max_position_embeddings);
@@ -573,6 +687,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         self.out.verifies += 1;
         self.out.drafted += drafted as u64;
         self.out.accepted += k as u64;
+        for pos in self.metrics.accepted_per_pos.iter_mut().take(k) {
+            *pos += 1;
+        }
         if let Some(c) = &mut self.controller {
             c.observe_acceptance(id as u64, drafted.min(255) as u8, k.min(255) as u8)
                 .map_err(|e| internal(e.to_string()))?;
@@ -584,6 +701,40 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             }
         }
         self.settle(id, n, t)
+    }
+
+    /// Records and sends the newest `n` tokens of `id` as one chunk at `t`.
+    fn stream(&mut self, id: usize, n: usize, t: f64) {
+        if n == 0 {
+            return;
+        }
+        let r = &mut self.reqs[id];
+        r.chunk(t, n);
+        r.emit(Event::Tokens(r.context[r.context.len() - n..].to_vec()));
+        self.metrics.generation_tokens += n as u64;
+        let chunks = &r.record.chunks;
+        match chunks.len() {
+            0 => {}
+            1 => self.metrics.ttft.observe(t - r.record.send_s),
+            k => self.metrics.itl.observe(t - chunks[k - 2].t_s),
+        }
+    }
+
+    /// Counts a request's end in the metrics.
+    pub(super) fn observe_end(&mut self, id: usize, t: f64) {
+        let r = &self.reqs[id];
+        let m = &mut self.metrics;
+        match (&r.error, r.finish) {
+            (Some(_), _) => m.aborted += 1,
+            (None, Some(crate::engine::FinishReason::Stop)) => m.finished_stop += 1,
+            (None, _) => m.finished_length += 1,
+        }
+        if r.error.is_none() {
+            m.e2e.observe(t - r.record.send_s);
+            if let Some(tpot) = r.record.tpot_s() {
+                m.tpot.observe(tpot);
+            }
+        }
     }
 
     /// Appends tokens until one ends the request; returns how many were appended.
@@ -605,14 +756,20 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
     /// After a step emitted `n` tokens for `id`: stream them, then finish the request or
     /// hand it (back) to the decode lane.
     fn settle(&mut self, id: usize, n: usize, t: f64) -> Result<()> {
-        self.reqs[id].chunk(t, n);
-        if self.reqs[id].finish.is_some() {
+        self.stream(id, n, t);
+        if let Some(reason) = self.reqs[id].finish {
             self.release(id)?;
             let r = &mut self.reqs[id];
             r.to(RequestState::Finished)?;
             r.record.end_s = Some(t);
+            r.emit(Event::Finished {
+                reason,
+                prompt_tokens: r.prompt_len,
+                output_tokens: r.out_len(),
+            });
+            self.observe_end(id, t);
             self.live -= 1;
-            self.ended += 1;
+            self.ended.push(id);
             return Ok(());
         }
         let r = &mut self.reqs[id];

@@ -1,10 +1,15 @@
 //! One request's bookkeeping inside the runtime: its state-machine state, its tokens, its
-//! cache position, its samplers and what the client has seen of it.
+//! cache position, its samplers and what the client has seen of it; and [`Reqs`], the live
+//! requests by id.
+use std::collections::BTreeMap;
+use std::ops::{Index, IndexMut};
+
 use vpd_bench::metrics::{Chunk, RequestRecord};
 use vpd_bench::synthetic::RequestAcceptance;
 use vpd_sampling::Sampler;
 use vpd_sched::RequestState;
 
+use super::events::{Event, EventSink};
 use crate::engine::{FinishReason, GenerateRequest};
 use crate::error::{EngineError, Result};
 use crate::spec::Proposal;
@@ -34,10 +39,19 @@ pub(crate) struct Req {
     pub preemptions: u32,
     pub finish: Option<FinishReason>,
     pub error: Option<String>,
+    /// Where a served request's events go (`None` in the in-process benchmark).
+    pub sink: Option<EventSink>,
+    /// Counted in the service's bounded waiting queue until it first starts prefilling.
+    pub queued: bool,
 }
 
 impl Req {
-    pub fn new(req: GenerateRequest, send_s: f64, accept: Option<RequestAcceptance>) -> Self {
+    pub fn new(
+        req: GenerateRequest,
+        send_s: f64,
+        accept: Option<RequestAcceptance>,
+        sink: Option<EventSink>,
+    ) -> Self {
         let seed = req.sampling.seed;
         Self {
             context: req.prompt_ids.clone(),
@@ -59,7 +73,22 @@ impl Req {
             preemptions: 0,
             finish: None,
             error: None,
+            queued: sink.is_some(),
+            sink,
         }
+    }
+
+    /// Sends `ev` to the client, if there is one. A closed stream is not an error here: the
+    /// runtime's disconnect sweep aborts the request between steps.
+    pub fn emit(&self, ev: Event) {
+        if let Some(s) = &self.sink {
+            let _ = s.send(ev);
+        }
+    }
+
+    /// Whether a served request's client has gone away.
+    pub fn disconnected(&self) -> bool {
+        self.sink.as_ref().is_some_and(EventSink::is_closed)
     }
 
     pub fn out_len(&self) -> usize {
@@ -99,5 +128,65 @@ impl Req {
         self.record.end_s = Some(t_s);
         self.error = Some(why);
         Ok(())
+    }
+}
+
+/// The runtime's requests by id. Ids grow with admission order, so the newest request holding
+/// KV blocks (the preemption victim) is the last such entry. Served requests leave the map
+/// when they end; the in-process benchmark keeps them for its report.
+#[derive(Default)]
+pub(crate) struct Reqs {
+    map: BTreeMap<usize, Req>,
+    next_id: usize,
+}
+
+impl Reqs {
+    /// The id the next [`Self::insert`] returns.
+    pub fn next_id(&self) -> usize {
+        self.next_id
+    }
+
+    pub fn insert(&mut self, r: Req) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.map.insert(id, r);
+        id
+    }
+
+    pub fn remove(&mut self, id: usize) -> Option<Req> {
+        self.map.remove(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Req)> {
+        self.map.iter().map(|(&id, r)| (id, r))
+    }
+
+    /// The newest request that holds KV blocks.
+    pub fn newest_holding_blocks(&self) -> Option<usize> {
+        self.map
+            .iter()
+            .rev()
+            .find(|(_, r)| r.seq.is_some())
+            .map(|(&id, _)| id)
+    }
+
+    /// All requests in id order, leaving the map empty.
+    pub fn take_all(&mut self) -> Vec<Req> {
+        std::mem::take(&mut self.map).into_values().collect()
+    }
+}
+
+// Ids in the lane queues and plans always name live entries: indexing a missing id is a
+// runtime bug, not a request problem, so it may panic like a slice index.
+impl Index<usize> for Reqs {
+    type Output = Req;
+    fn index(&self, id: usize) -> &Req {
+        &self.map[&id]
+    }
+}
+
+impl IndexMut<usize> for Reqs {
+    fn index_mut(&mut self, id: usize) -> &mut Req {
+        self.map.get_mut(&id).expect("runtime: request id not live")
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vpd_sched::RequestState;
 
-use super::{internal, remove_from, Req, Runtime, Work};
+use super::{internal, remove_from, Event, Req, Runtime, Work};
 use crate::backend::Backend;
 use crate::error::Result;
 
@@ -80,7 +80,11 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 if let Some(d) = self.drafter.as_deref_mut() {
                     d.begin(seq)?;
                 }
+                self.left_queue(id);
                 let r = &mut self.reqs[id];
+                if r.out_len() == 0 {
+                    self.metrics.prompt_tokens += r.prompt_len as u64;
+                }
                 r.to(RequestState::Prefilling)?;
                 r.seq = Some(seq);
                 r.cached = 0;
@@ -111,9 +115,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             if need <= blocks.num_free() {
                 return Ok(());
             }
-            let victim = (0..self.reqs.len())
-                .rev()
-                .find(|&i| self.reqs[i].seq.is_some());
+            let victim = self.reqs.newest_holding_blocks();
             match victim {
                 Some(v) if self.running > 1 => {
                     self.preempt(v)?;
@@ -166,10 +168,13 @@ impl<B: Backend> Runtime<'_, '_, B> {
     pub(super) fn abort(&mut self, id: usize, why: String) -> Result<()> {
         self.release(id)?;
         self.waiting.retain(|&w| w != id);
+        self.left_queue(id);
         let t = self.now_s();
+        self.reqs[id].emit(Event::Failed(why.clone()));
         self.reqs[id].abort(t, why)?;
+        self.observe_end(id, t);
         self.live -= 1;
-        self.ended += 1;
+        self.ended.push(id);
         Ok(())
     }
 }
