@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod make_model;
 pub mod model;
 pub mod runtime;
+pub mod server;
 pub mod spec;
 
 pub use error::{EngineError, Result};

@@ -4,6 +4,7 @@ mod demo;
 mod generate;
 mod gpu_check;
 mod make_model;
+mod serve;
 mod spec_eval;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     MakeModel(make_model::MakeModelArgs),
     /// The in-process load benchmark: ShareGPT at Poisson rates under each policy (`make run`).
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Generate for a few ShareGPT prompts and report tokens/s.
     Demo(demo::DemoArgs),
     /// Measure a drafter's acceptance on ShareGPT prompts and its speed-up over plain decoding.
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::MakeModel(a) => make_model::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
         Command::GpuCheck(a) => gpu_check::run(a),
         Command::SpecEval(a) => spec_eval::run(a),

@@ -16,6 +16,9 @@ pub enum Event {
     },
     /// The request ended with this error (tokens already sent stay valid).
     Failed(String),
+    /// The runtime refused the request at admission (the request's fault: too long for
+    /// the cache, out-of-vocabulary ids, bad parameters).
+    Rejected(String),
 }
 
 /// The runtime's end of a request's event stream. Unbounded: the runtime thread must never

@@ -88,6 +88,8 @@ pub struct RuntimeMetrics {
     pub finished_stop: u64,
     pub finished_length: u64,
     pub aborted: u64,
+    /// Engine faults in service mode (each fails the requests then in flight).
+    pub engine_faults: u64,
     pub ttft: Histogram,
     pub tpot: Histogram,
     pub itl: Histogram,
@@ -113,6 +115,7 @@ impl RuntimeMetrics {
             finished_stop: 0,
             finished_length: 0,
             aborted: 0,
+            engine_faults: 0,
             ttft: Histogram::new(TTFT_BUCKETS),
             tpot: Histogram::new(TPOT_BUCKETS),
             itl: Histogram::new(TPOT_BUCKETS),

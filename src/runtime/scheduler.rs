@@ -181,6 +181,8 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 Ok(p) => p,
                 // Serving: the requests in flight fail with the fault, the server stays up.
                 Err(e) if self.shared.is_some() => {
+                    tracing::error!("engine fault: {e}");
+                    self.metrics.engine_faults += 1;
                     self.fail_all(&format!("engine fault: {e}"))?;
                     true
                 }
@@ -348,7 +350,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             (need > total).then(|| format!("needs {need} KV blocks for {tokens} tokens, the whole cache has {total}: rejected"))
         };
         match problem {
-            Some(why) => self.abort(id, why),
+            Some(why) => {
+                self.reqs[id].rejected = true;
+                self.abort(id, why)
+            }
             None => {
                 self.waiting.push_back(id);
                 Ok(())

@@ -43,6 +43,8 @@ pub(crate) struct Req {
     pub sink: Option<EventSink>,
     /// Counted in the service's bounded waiting queue until it first starts prefilling.
     pub queued: bool,
+    /// Refused at admission: the request's own fault.
+    pub rejected: bool,
 }
 
 impl Req {
@@ -74,6 +76,7 @@ impl Req {
             finish: None,
             error: None,
             queued: sink.is_some(),
+            rejected: false,
             sink,
         }
     }

@@ -170,7 +170,12 @@ impl<B: Backend> Runtime<'_, '_, B> {
         self.waiting.retain(|&w| w != id);
         self.left_queue(id);
         let t = self.now_s();
-        self.reqs[id].emit(Event::Failed(why.clone()));
+        let r = &self.reqs[id];
+        r.emit(if r.rejected {
+            Event::Rejected(why.clone())
+        } else {
+            Event::Failed(why.clone())
+        });
         self.reqs[id].abort(t, why)?;
         self.observe_end(id, t);
         self.live -= 1;

@@ -238,14 +238,8 @@ impl Tokenizer {
     }
 
     /// A streaming decoder; see [`DecodeStream`].
-    pub fn decode_stream(&self, skip_special: bool) -> DecodeStream<'_> {
-        DecodeStream {
-            tok: self,
-            skip_special,
-            ids: Vec::new(),
-            prefix: String::new(),
-            prefix_index: 0,
-        }
+    pub fn decode_stream(&self, skip_special: bool) -> DecodeStream<&Self> {
+        DecodeStream::new(self, skip_special)
     }
 
     /// The text `ids[prefix_len..]` adds to `ids[..prefix_len]`, holding back a trailing
@@ -278,15 +272,28 @@ fn common_prefix(a: &str, b: &str) -> usize {
 /// part beyond the previous chunk's text, as `tokenizers`' own `DecodeStream` does. Unlike
 /// it, a trailing U+FFFD is held back only while at most 4 ids are pending (a UTF-8
 /// character has at most 4 bytes), so a model that emits invalid bytes cannot stall the stream.
-pub struct DecodeStream<'t> {
-    tok: &'t Tokenizer,
+///
+/// `T` is anything that derefs to the tokenizer: a borrow, or an `Arc` for a stream that must
+/// outlive the caller's borrow (a server's response stream).
+pub struct DecodeStream<T: std::ops::Deref<Target = Tokenizer>> {
+    tok: T,
     skip_special: bool,
     ids: Vec<u32>,
     prefix: String,
     prefix_index: usize,
 }
 
-impl DecodeStream<'_> {
+impl<T: std::ops::Deref<Target = Tokenizer>> DecodeStream<T> {
+    pub fn new(tok: T, skip_special: bool) -> Self {
+        Self {
+            tok,
+            skip_special,
+            ids: Vec::new(),
+            prefix: String::new(),
+            prefix_index: 0,
+        }
+    }
+
     /// Adds one id; returns the text it completes, if any.
     ///
     /// # Errors

@@ -1,0 +1,137 @@
+//! `vpd serve`: the OpenAI-compatible server over the runtime (see [`crate::server`]).
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::generate::BLOCK_SIZE;
+use crate::backend::cpu::CpuBackend;
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+use crate::runtime::{Policy, RuntimeConfig, Service, ServiceConfig};
+use crate::server::{serve, AppState, ModelLimits};
+use crate::spec::factory::cpu_drafter;
+use crate::spec::DraftSpec;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Target model: a GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Drafter: layer-skip:K, model:PATH or ngram:N (none: no speculation).
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// nospec, single-lane, three-lane or three-lane-adaptive (default: three-lane-adaptive
+    /// with a drafter, nospec without).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// L for the fixed-L policies, Lmax for three-lane-adaptive.
+    #[arg(long, default_value_t = 4)]
+    pub num_draft: usize,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port (0 picks a free one; the address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// The name clients use in `model` (default: the model file's stem).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Longest prompt plus output, in tokens (capped at the model's own limit).
+    #[arg(long, default_value_t = 2048)]
+    pub max_model_len: usize,
+    /// Requests holding KV cache at once.
+    #[arg(long, default_value_t = 16)]
+    pub max_running: usize,
+    /// Requests that may wait for admission; one more gets 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_waiting: usize,
+    /// KV-cache size in tokens, shared by the running requests.
+    #[arg(long, default_value_t = 16384)]
+    pub kv_tokens: usize,
+    /// Prompt tokens per prefill step, over all prefilling requests.
+    #[arg(long, default_value_t = 256)]
+    pub prefill_budget: usize,
+    /// Seconds to let admitted requests finish after SIGTERM before aborting them.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+}
+
+fn bad(field: &'static str, detail: impl ToString) -> EngineError {
+    EngineError::InvalidRequest {
+        field,
+        detail: detail.to_string(),
+    }
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let policy = match (&a.policy, &a.draft) {
+        (Some(p), _) => p.parse::<Policy>()?,
+        (None, Some(_)) => Policy::ThreeLaneAdaptive,
+        (None, None) => Policy::NoSpec,
+    };
+    let draft = match (&a.draft, policy.speculates()) {
+        (Some(d), true) => Some(d.parse::<DraftSpec>()?),
+        (None, true) => return Err(bad("draft", format!("policy {policy} needs --draft"))),
+        (Some(_), false) => return Err(bad("draft", "is only used by a speculating policy, not nospec")),
+        (None, false) => None,
+    };
+    let mut runtime = RuntimeConfig::new(policy, if policy.speculates() { a.num_draft } else { 0 });
+    runtime.prefill_budget = a.prefill_budget;
+    runtime.max_running = a.max_running;
+    runtime.validate()?;
+    if !(a.drain_timeout.is_finite() && a.drain_timeout >= 0.0) {
+        return Err(bad("drain_timeout", format!("must be finite and >= 0, got {}", a.drain_timeout)));
+    }
+    if a.max_model_len < 2 {
+        return Err(bad("max_model_len", "must be at least 2 tokens"));
+    }
+    let model = Model::load(&a.model)?;
+    let tokenizer = model.tokenizer.clone().ok_or_else(|| EngineError::Model {
+        path: a.model.display().to_string(),
+        detail: "has no tokenizer; the server needs one".into(),
+    })?;
+    let context = a.max_model_len.min(model.config.max_position_embeddings);
+    let blocks = a.kv_tokens.div_ceil(BLOCK_SIZE);
+    if blocks * BLOCK_SIZE < context {
+        return Err(bad(
+            "kv_tokens",
+            format!("{} cannot hold even one request of max_model_len {context}", a.kv_tokens),
+        ));
+    }
+    let name = a.served_model_name.clone().unwrap_or_else(|| {
+        a.model
+            .file_stem()
+            .map_or_else(|| a.model.display().to_string(), |s| s.to_string_lossy().into_owned())
+    });
+    let limits = ModelLimits {
+        name: name.clone(),
+        vocab: model.config.vocab_size,
+        context,
+    };
+    let model = Arc::new(model);
+    let m = Arc::clone(&model);
+    let max_running = a.max_running;
+    let service = Service::spawn(
+        ServiceConfig {
+            runtime,
+            max_waiting: a.max_waiting,
+        },
+        move || {
+            let engine = Engine::new(CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, BLOCK_SIZE)?)?;
+            let drafter = match &draft {
+                Some(d) => Some(cpu_drafter(d, &m, blocks * 2 + max_running, BLOCK_SIZE)?),
+                None => None,
+            };
+            Ok((engine, drafter))
+        },
+    )?;
+    let state = Arc::new(AppState::new(Arc::new(service), Arc::new(tokenizer), limits));
+    let addr = SocketAddr::new(a.host, a.port);
+    serve(state, addr, Duration::from_secs_f64(a.drain_timeout), |bound| {
+        // The one line scripts wait for; stdout, flushed.
+        println!("vpd serve: listening on http://{bound} (model `{name}`, policy {policy}, max_model_len {context})");
+    })?;
+    eprintln!("vpd serve: stopped");
+    Ok(())
+}
