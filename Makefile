@@ -6,17 +6,29 @@ CUDA_LOCAL := $(CURDIR)/.cuda/nvidia/cu13
 export CUDA_HOME ?= $(CUDA_LOCAL)
 CARGO ?= cargo
 
-.PHONY: run test deps sys-deps cuda assets fixtures clean-assets
+.PHONY: run test deps sys-deps cuda assets sdk fixtures clean-assets
 
 # The in-process load benchmark on the embedded default (SmolLM2-135M on the CPU): the four
 # policies over a short Poisson sweep; prints the table, writes JSON/Markdown/PNG to bench-out/.
 run: deps
 	$(CARGO) run --release --bin vpd -- bench --num-prompts 12 --request-rates 0.5,2 --max-output 32 --out bench-out
 
-test: deps
+test: deps sdk
 	$(CARGO) test --workspace --all-targets
 
 deps: sys-deps cuda assets
+
+# The openai Python SDK for the real-client server test (tests/openai_sdk.rs), in a
+# project-local venv. Without ensurepip (Debian's python3 minus python3-venv) the venv is made
+# without pip and the system pip installs into it.
+SDK_VENV := .venv-sdk
+sdk: $(SDK_VENV)/.installed
+$(SDK_VENV)/.installed:
+	@echo "installing the openai SDK into $(SDK_VENV) ..."
+	@python3 -m venv $(SDK_VENV) 2>/dev/null && $(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "openai>=1.40,<3" \
+		|| { rm -rf $(SDK_VENV) && python3 -m venv --without-pip $(SDK_VENV) && \
+		     python3 -m pip install --quiet --disable-pip-version-check --python $(SDK_VENV)/bin/python "openai>=1.40,<3"; }
+	@touch $@
 
 # bindgen needs libclang.
 sys-deps:
