@@ -89,8 +89,8 @@ fn soak_above_capacity_with_disconnects_loses_nothing_and_leaks_nothing() {
             });
             let drop_after = (stream && rng.random_bool(0.25)).then(|| rng.random_range(1..6));
             tasks.push(tokio::spawn(one(c.clone(), url.clone(), body, drop_after)));
-            // ~250 requests/s: far above what 4 running requests can serve.
-            tokio::time::sleep(Duration::from_micros(rng.random_range(0..8000))).await;
+            // ~100 requests/s: far above what 4 running requests can serve.
+            tokio::time::sleep(Duration::from_micros(rng.random_range(0..20000))).await;
         }
         let mut ends = Vec::with_capacity(REQUESTS);
         for t in tasks {

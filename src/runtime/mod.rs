@@ -15,13 +15,16 @@
 //!   choosing each request's L in `0..=Lmax` from its acceptance and the load (TurboSpec
 //!   goodput; ALGORITHMS.md, "Choosing L under load").
 //!
-//! **Simplification, stated plainly:** the three lanes are *not* threads here. On the CPU
-//! backend one forward already uses every core, so this module implements the lanes as a
-//! single-threaded strict-priority scheduler over the same lane queues
-//! ([`LaneQueue`](vpd_sched::LaneQueue) for the decode → verify → decode hand-offs) and the
-//! same request state machine ([`RequestState`](vpd_sched::RequestState)). One lane step runs
-//! at a time, so there is no draft/verify overlap; pinned lane threads with their own device
-//! streams and SM partitions belong to the CUDA runtime.
+//! **Threads.** Under the three-lane policies the decode lane's drafting runs on its own
+//! pinned thread, which owns the drafter and its KV cache (`scheduler/draft_lane.rs`):
+//! while the serving thread verifies one group of requests, the decode lane drafts for
+//! another, so draft and verify overlap. The target model's work (plain decode steps,
+//! verification, prefill chunks) stays on the serving thread under strict priority
+//! Decode > Verify > Prefill with anti-starvation bounds: on the CPU backend one target
+//! forward already uses every core and the target KV cache has a single writer. Per-lane
+//! device streams and SM partitions for the target's lanes belong to the CUDA runtime and are
+//! not wired here. `nospec` and `single-lane` run everything on the serving thread, as their
+//! designs say. In a server the serving thread itself is pinned ([`service`]).
 //!
 //! Memory (issue 5, item 4): a waiting request is admitted to prefill only when its prompt fits
 //! in the free blocks; when a step needs more blocks than are free, the newest running

@@ -1,8 +1,10 @@
 //! The serving loop: admission, lane selection, plan-then-run steps, preemption by recompute.
 //! See the module docs of [`crate::runtime`] for the policies and what is simplified.
+mod draft_lane;
+mod drafting;
 mod memory;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
 use vpd_sched::{
-    Controller, ControllerConfig, Lane, LaneLoad, LaneQueue, LaneReady, PrioritySelector,
+    Controller, ControllerConfig, Lane, LaneQueue, LaneReady, PrioritySelector,
     RequestState,
 };
 
@@ -23,7 +25,7 @@ use crate::backend::{Backend, LogitsWanted, StepPlan};
 use crate::engine::generate::stop_reason;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::spec::{DraftQuery, Drafter, Proposal};
+use crate::spec::{Drafter, Proposal};
 
 /// One request's share of a forward step.
 enum Work {
@@ -76,6 +78,12 @@ pub struct Runtime<'e, 'd, B: Backend> {
     /// Set when serving over a [`super::service::Service`]: its flags, counters and the
     /// published metrics.
     shared: Option<Arc<Shared>>,
+    /// The decode lane's drafting thread (three-lane policies with a drafter, while serving).
+    lane: Option<draft_lane::LaneHandle>,
+    /// Draft batches out on the decode lane's thread.
+    drafts_in_flight: usize,
+    /// Requests whose lane draft came back empty: they take a plain decode step.
+    plain_ready: Vec<usize>,
 }
 
 impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
@@ -136,6 +144,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             verify_busy_s: 0.0,
             metrics: RuntimeMetrics::new(cfg.num_draft),
             shared: None,
+            lane: None,
+            drafts_in_flight: 0,
+            plain_ready: Vec::new(),
         })
     }
 
@@ -158,6 +169,35 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
     /// A backend failure or a broken internal invariant (never a request-level problem:
     /// those abort the request).
     pub fn serve(
+        &mut self,
+        start: Instant,
+        rx: &Receiver<Submission>,
+        on_done: &mut dyn FnMut(),
+    ) -> Result<RunOutput> {
+        let threaded = matches!(self.cfg.policy, Policy::ThreeLane | Policy::ThreeLaneAdaptive);
+        let drafter = if threaded { self.drafter.take() } else { None };
+        let Some(drafter) = drafter else {
+            return self.serve_loop(start, rx, on_done);
+        };
+        // The decode lane's thread borrows the drafter for the run; dropping the handle
+        // closes its queue and ends it.
+        let (handle, jobs, events) = draft_lane::queues(self.cfg.max_running);
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new()
+                .name("vpd-decode-lane".into())
+                .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events))
+                .map_err(|e| internal(format!("cannot start the decode lane's thread: {e}")))?;
+            self.lane = Some(handle);
+            let out = self.serve_loop(start, rx, on_done);
+            self.lane = None;
+            worker
+                .join()
+                .map_err(|_| internal("the decode lane's thread panicked"))?;
+            out
+        })
+    }
+
+    fn serve_loop(
         &mut self,
         start: Instant,
         rx: &Receiver<Submission>,
@@ -190,6 +230,18 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             };
             self.reap(on_done);
             if progressed {
+                continue;
+            }
+            if self.drafts_in_flight > 0 {
+                // Everything runnable is out on the decode lane: wait for its drafts.
+                if let Err(e) = self.collect_drafts(Some(Duration::from_millis(50))) {
+                    if self.shared.is_none() {
+                        return Err(e);
+                    }
+                    self.metrics.engine_faults += 1;
+                    self.fail_all(&format!("engine fault: {e}"))?;
+                }
+                self.reap(on_done);
                 continue;
             }
             if self.live > 0 {
@@ -389,8 +441,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 self.run_entries(entries)
             }
             Policy::ThreeLane | Policy::ThreeLaneAdaptive => {
+                self.collect_drafts(None)?;
                 let ready = LaneReady {
-                    decode: !self.decode_q.is_empty(),
+                    decode: !self.decode_q.is_empty() || !self.plain_ready.is_empty(),
                     verify: !self.verify_q.is_empty(),
                     prefill: self.prefill_ready().then(|| self.prefill_age()),
                 };
@@ -398,7 +451,12 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     None => Ok(false),
                     Some(Lane::Decode) => {
                         let ids = drain(&self.decode_q);
-                        let plain = self.draft_round(&ids, true)?;
+                        let mut plain = self.draft_round(&ids, true)?;
+                        plain.extend(
+                            std::mem::take(&mut self.plain_ready)
+                                .into_iter()
+                                .map(|id| (id, Work::Decode)),
+                        );
                         self.run_entries(plain)?;
                         Ok(true)
                     }
@@ -420,124 +478,6 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 }
             }
         }
-    }
-
-    /// Drafts for `ids` (all in state Drafting). Returns the work for one target step:
-    /// `Verify` for each non-empty draft and `Decode` for each request without one. With
-    /// `hand_off`, drafted requests go to the verify queue instead and only plain work returns.
-    fn draft_round(&mut self, ids: &[usize], hand_off: bool) -> Result<Vec<(usize, Work)>> {
-        let load = LaneLoad {
-            verify_queue_tokens: self.verify_q.len() as u32 * (self.cfg.num_draft as u32 + 1),
-            prefill_chunk_tokens: self.waiting_tokens().min(self.cfg.prefill_budget) as u32,
-            verify_busy: (self.verify_busy_s / self.start.elapsed().as_secs_f64().max(1e-9))
-                .min(1.0),
-        };
-        let want: HashMap<usize, usize> = match &mut self.controller {
-            Some(c) => c
-                .decide(&load)
-                .iter()
-                .map(|d| (d.id as usize, d.l as usize))
-                .collect(),
-            None => HashMap::new(),
-        };
-        let lens: Vec<usize> = ids
-            .iter()
-            .map(|&id| self.draft_budget(id, want.get(&id).copied().unwrap_or(self.cfg.num_draft)))
-            .collect();
-        let drafting: Vec<usize> = ids
-            .iter()
-            .zip(&lens)
-            .filter(|(_, &l)| l > 0)
-            .map(|(&id, _)| id)
-            .collect();
-        let dlens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
-        let mut proposals: HashMap<usize, Proposal> = self
-            .draft(&drafting, &dlens)?
-            .into_iter()
-            .zip(&drafting)
-            .map(|(p, &id)| (id, p))
-            .collect();
-        let mut out = Vec::new();
-        for &id in ids {
-            match proposals.remove(&id).filter(|p| !p.tree.is_empty()) {
-                Some(p) => {
-                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
-                    if hand_off {
-                        let r = &mut self.reqs[id];
-                        r.to(RequestState::Verifying)?;
-                        r.proposal = Some(p);
-                        self.verify_q
-                            .try_push(id)
-                            .map_err(|_| internal("verify queue full"))?;
-                    } else {
-                        out.push((id, Work::Verify(p)));
-                    }
-                }
-                None => {
-                    self.out.l_histogram[0] += 1;
-                    out.push((id, Work::Decode));
-                }
-            }
-        }
-        if hand_off && !drafting.is_empty() {
-            self.out.lane_steps[0] += 1;
-        }
-        Ok(out)
-    }
-
-    /// How many tokens request `id` may draft: never more than it may still emit minus the
-    /// one verification always adds, nor past the context.
-    fn draft_budget(&self, id: usize, want: usize) -> usize {
-        let r = &self.reqs[id];
-        let ctx_room = self
-            .engine
-            .backend()
-            .config()
-            .max_position_embeddings
-            .saturating_sub(r.context.len());
-        let out_room = r
-            .req
-            .max_new_tokens
-            .saturating_sub(r.out_len())
-            .saturating_sub(1);
-        want.min(ctx_room).min(out_room)
-    }
-
-    fn draft(&mut self, ids: &[usize], lens: &[usize]) -> Result<Vec<Proposal>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let drafter = self
-            .drafter
-            .as_deref_mut()
-            .ok_or_else(|| internal("drafting without a drafter"))?;
-        let mut samplers: Vec<_> = ids
-            .iter()
-            .map(|&id| std::mem::replace(&mut self.reqs[id].draft, vpd_sampling::Sampler::new(0)))
-            .collect();
-        let mut queries = Vec::with_capacity(ids.len());
-        for (&id, &len) in ids.iter().zip(lens) {
-            let r = &self.reqs[id];
-            let seq = r
-                .seq
-                .ok_or_else(|| internal("drafting for a request without a cache"))?;
-            queries.push(DraftQuery {
-                seq,
-                context: &r.context,
-                len,
-                sampling: &r.req.sampling,
-            });
-        }
-        let t0 = Instant::now();
-        let result = drafter.propose(&queries, &mut samplers);
-        let dt = t0.elapsed().as_secs_f64();
-        for (&id, s) in ids.iter().zip(samplers) {
-            self.reqs[id].draft = s;
-        }
-        if let Some(c) = &mut self.controller {
-            c.observe_draft_step(ids.len(), dt);
-        }
-        result
     }
 
     /// Runs one target forward over `entries` and applies its results. Returns whether any
@@ -701,9 +641,8 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         }
         let n = self.push_tokens(id, &emitted);
         if self.reqs[id].finish.is_none() {
-            if let Some(d) = self.drafter.as_deref_mut() {
-                d.rollback(seq, self.reqs[id].context.len())?;
-            }
+            let committed = self.reqs[id].context.len();
+            self.drafter_rollback(seq, committed)?;
         }
         self.settle(id, n, t)
     }

@@ -113,7 +113,7 @@ impl Service {
         let thread = std::thread::Builder::new()
             .name("vpd-lanes".into())
             .spawn(move || {
-                pin_to_a_core();
+                pin_to_core(0, "serving");
                 let result = serve_thread(&cfg.runtime, build, &sh, start, &rx, &ready_tx);
                 let why = match result {
                     Ok(()) => "stopped".to_string(),
@@ -267,14 +267,21 @@ fn serve_thread<B: Backend, F: FnOnce() -> Result<Parts<B>>>(
     rt.serve(start, rx, &mut || {}).map(|_| ())
 }
 
-/// Pins the calling thread to the last core: the CPU backend's worker pool spreads over all
-/// of them anyway, and on the GPU this keeps the launching thread off the OS's favourite
-/// core 0. Failing to pin is harmless and only logged.
-fn pin_to_a_core() {
-    match core_affinity::get_core_ids().and_then(|ids| ids.last().copied()) {
-        Some(core) if core_affinity::set_for_current(core) => {
-            tracing::info!("serving thread pinned to core {}", core.id);
-        }
-        _ => tracing::warn!("could not pin the serving thread to a core"),
+/// Pins the calling thread to the core `from_last` places before the last one (wrapping
+/// round when there are fewer cores than lane threads, which stays correct, only shared). The
+/// CPU backend's worker pool spreads over every core anyway; on the GPU this keeps each
+/// launching thread on a core of its own, off the OS's favourite core 0. Failing to pin is
+/// harmless and only logged.
+pub(crate) fn pin_to_core(from_last: usize, what: &str) {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    if ids.is_empty() {
+        tracing::warn!("{what}: could not list the cores; not pinned");
+        return;
+    }
+    let core = ids[ids.len() - 1 - from_last % ids.len()];
+    if core_affinity::set_for_current(core) {
+        tracing::info!("{what} thread pinned to core {}", core.id);
+    } else {
+        tracing::warn!("{what}: could not pin to core {}", core.id);
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct Req {
     pub queued: bool,
     /// Refused at admission: the request's own fault.
     pub rejected: bool,
+    /// Bumped whenever the request loses its cache (end, preemption): a draft computed for
+    /// an older epoch is stale.
+    pub epoch: u64,
 }
 
 impl Req {
@@ -77,6 +80,7 @@ impl Req {
             error: None,
             queued: sink.is_some(),
             rejected: false,
+            epoch: 0,
             sink,
         }
     }
@@ -154,6 +158,10 @@ impl Reqs {
         self.next_id += 1;
         self.map.insert(id, r);
         id
+    }
+
+    pub fn get_mut(&mut self, id: usize) -> Option<&mut Req> {
+        self.map.get_mut(&id)
     }
 
     pub fn remove(&mut self, id: usize) -> Option<Req> {

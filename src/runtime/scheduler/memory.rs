@@ -77,9 +77,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
                     continue;
                 }
                 let seq = self.engine.new_sequence()?;
-                if let Some(d) = self.drafter.as_deref_mut() {
-                    d.begin(seq)?;
-                }
+                self.drafter_begin(seq)?;
                 self.left_queue(id);
                 let r = &mut self.reqs[id];
                 if r.out_len() == 0 {
@@ -135,16 +133,16 @@ impl<B: Backend> Runtime<'_, '_, B> {
     pub(super) fn release(&mut self, id: usize) -> Result<()> {
         if let Some(seq) = self.reqs[id].seq.take() {
             self.engine.blocks_mut().free(seq)?;
-            if let Some(d) = self.drafter.as_deref_mut() {
-                d.end(seq);
-            }
+            self.drafter_end(seq)?;
             self.running -= 1;
+            self.reqs[id].epoch += 1;
         }
         if let Some(c) = &mut self.controller {
             c.remove_request(id as u64);
         }
         remove_from(&self.decode_q, id);
         remove_from(&self.verify_q, id);
+        self.plain_ready.retain(|&p| p != id);
         self.reqs[id].proposal = None;
         Ok(())
     }

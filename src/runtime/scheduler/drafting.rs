@@ -1,0 +1,270 @@
+//! The decode lane's drafting, seen from the serving thread: the controller's choice of L,
+//! each request's draft budget, and the draft itself, inline (single-lane) or on the decode
+//! lane's own thread (three-lane policies; see [`super::draft_lane`]).
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use vpd_sched::{LaneLoad, RequestState};
+
+use super::draft_lane::{DraftJob, DraftMsg, LaneEvent};
+use super::{internal, Runtime, Work};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::spec::{DraftQuery, Proposal};
+
+impl<B: Backend> Runtime<'_, '_, B> {
+    /// Drafts for `ids` (all in state Drafting). Returns the work for one target step:
+    /// `Verify` for each non-empty draft and `Decode` for each request without one. With
+    /// `hand_off`, drafted requests go to the verify queue instead and only plain work returns.
+    pub(super) fn draft_round(&mut self, ids: &[usize], hand_off: bool) -> Result<Vec<(usize, Work)>> {
+        let load = LaneLoad {
+            verify_queue_tokens: self.verify_q.len() as u32 * (self.cfg.num_draft as u32 + 1),
+            prefill_chunk_tokens: self.waiting_tokens().min(self.cfg.prefill_budget) as u32,
+            verify_busy: (self.verify_busy_s / self.start.elapsed().as_secs_f64().max(1e-9))
+                .min(1.0),
+        };
+        let want: HashMap<usize, usize> = match &mut self.controller {
+            Some(c) => c
+                .decide(&load)
+                .iter()
+                .map(|d| (d.id as usize, d.l as usize))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let lens: Vec<usize> = ids
+            .iter()
+            .map(|&id| self.draft_budget(id, want.get(&id).copied().unwrap_or(self.cfg.num_draft)))
+            .collect();
+        let drafting: Vec<usize> = ids
+            .iter()
+            .zip(&lens)
+            .filter(|(_, &l)| l > 0)
+            .map(|(&id, _)| id)
+            .collect();
+        let dlens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
+        if hand_off && self.lane.is_some() {
+            // The decode lane's thread drafts; the results come back through `collect_drafts`.
+            self.dispatch(&drafting, &dlens)?;
+            let mut plain = Vec::new();
+            for (&id, &l) in ids.iter().zip(&lens) {
+                if l == 0 {
+                    self.out.l_histogram[0] += 1;
+                    plain.push((id, Work::Decode));
+                }
+            }
+            return Ok(plain);
+        }
+        let mut proposals: HashMap<usize, Proposal> = self
+            .draft(&drafting, &dlens)?
+            .into_iter()
+            .zip(&drafting)
+            .map(|(p, &id)| (id, p))
+            .collect();
+        let mut out = Vec::new();
+        for &id in ids {
+            match proposals.remove(&id).filter(|p| !p.tree.is_empty()) {
+                Some(p) => {
+                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
+                    if hand_off {
+                        let r = &mut self.reqs[id];
+                        r.to(RequestState::Verifying)?;
+                        r.proposal = Some(p);
+                        self.verify_q
+                            .try_push(id)
+                            .map_err(|_| internal("verify queue full"))?;
+                    } else {
+                        out.push((id, Work::Verify(p)));
+                    }
+                }
+                None => {
+                    self.out.l_histogram[0] += 1;
+                    out.push((id, Work::Decode));
+                }
+            }
+        }
+        if hand_off && !drafting.is_empty() {
+            self.out.lane_steps[0] += 1;
+        }
+        Ok(out)
+    }
+
+    /// How many tokens request `id` may draft: never more than it may still emit minus the
+    /// one verification always adds, nor past the context.
+    fn draft_budget(&self, id: usize, want: usize) -> usize {
+        let r = &self.reqs[id];
+        let ctx_room = self
+            .engine
+            .backend()
+            .config()
+            .max_position_embeddings
+            .saturating_sub(r.context.len());
+        let out_room = r
+            .req
+            .max_new_tokens
+            .saturating_sub(r.out_len())
+            .saturating_sub(1);
+        want.min(ctx_room).min(out_room)
+    }
+
+    /// Drafts inline, on the serving thread.
+    fn draft(&mut self, ids: &[usize], lens: &[usize]) -> Result<Vec<Proposal>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let drafter = self
+            .drafter
+            .as_deref_mut()
+            .ok_or_else(|| internal("drafting without a drafter"))?;
+        let mut samplers: Vec<_> = ids
+            .iter()
+            .map(|&id| std::mem::replace(&mut self.reqs[id].draft, vpd_sampling::Sampler::new(0)))
+            .collect();
+        let mut queries = Vec::with_capacity(ids.len());
+        for (&id, &len) in ids.iter().zip(lens) {
+            let r = &self.reqs[id];
+            let seq = r
+                .seq
+                .ok_or_else(|| internal("drafting for a request without a cache"))?;
+            queries.push(DraftQuery {
+                seq,
+                context: &r.context,
+                len,
+                sampling: &r.req.sampling,
+            });
+        }
+        let t0 = Instant::now();
+        let result = drafter.propose(&queries, &mut samplers);
+        let dt = t0.elapsed().as_secs_f64();
+        for (&id, s) in ids.iter().zip(samplers) {
+            self.reqs[id].draft = s;
+        }
+        if let Some(c) = &mut self.controller {
+            c.observe_draft_step(ids.len(), dt);
+        }
+        result
+    }
+
+    /// Sends draft jobs for `ids` to the decode lane's thread.
+    fn dispatch(&mut self, ids: &[usize], lens: &[usize]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (&id, &len) in ids.iter().zip(lens) {
+            let r = &mut self.reqs[id];
+            let seq = r
+                .seq
+                .ok_or_else(|| internal("drafting for a request without a cache"))?;
+            jobs.push(DraftJob {
+                id,
+                epoch: r.epoch,
+                seq,
+                context: r.context.clone(),
+                len,
+                sampling: r.req.sampling,
+                sampler: std::mem::replace(&mut r.draft, vpd_sampling::Sampler::new(0)),
+            });
+        }
+        self.send_lane(DraftMsg::Propose(jobs))?;
+        self.drafts_in_flight += 1;
+        Ok(())
+    }
+
+    fn send_lane(&self, msg: DraftMsg) -> Result<()> {
+        let lane = self
+            .lane
+            .as_ref()
+            .ok_or_else(|| internal("no decode lane thread"))?;
+        lane.tx
+            .send(msg)
+            .map_err(|_| internal("the decode lane's thread has stopped"))
+    }
+
+    /// Takes the decode lane's finished drafts (waiting up to `wait` for the first): drafted
+    /// requests go to the verify queue, requests without a draft to a plain decode step.
+    /// Returns whether any arrived.
+    pub(super) fn collect_drafts(&mut self, wait: Option<Duration>) -> Result<bool> {
+        let Some(lane) = &self.lane else {
+            return Ok(false);
+        };
+        let mut events = Vec::new();
+        if let Some(w) = wait {
+            match lane.rx.recv_timeout(w) {
+                Ok(ev) => events.push(ev),
+                Err(RecvTimeoutError::Timeout) => return Ok(false),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(internal("the decode lane's thread has stopped"))
+                }
+            }
+        }
+        events.extend(lane.rx.try_iter());
+        let any = !events.is_empty();
+        for ev in events {
+            let done = match ev {
+                LaneEvent::Fault(why) => return Err(internal(why)),
+                LaneEvent::Drafted(d) => d,
+            };
+            self.drafts_in_flight -= 1;
+            self.out.lane_steps[0] += 1;
+            if let Some(c) = &mut self.controller {
+                c.observe_draft_step(done.jobs.len(), done.secs);
+            }
+            let proposals = done.result?;
+            for ((id, epoch, sampler), p) in done.jobs.into_iter().zip(proposals) {
+                // The request may have ended, or lost its cache, while its draft was out.
+                let Some(r) = self.reqs.get_mut(id) else {
+                    continue;
+                };
+                r.draft = sampler;
+                if r.epoch != epoch || r.state != RequestState::Drafting {
+                    continue;
+                }
+                if p.tree.is_empty() {
+                    self.out.l_histogram[0] += 1;
+                    self.plain_ready.push(id);
+                } else {
+                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
+                    r.to(RequestState::Verifying)?;
+                    r.proposal = Some(p);
+                    self.verify_q
+                        .try_push(id)
+                        .map_err(|_| internal("verify queue full"))?;
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    /// The drafter's bookkeeping, inline or through the decode lane's queue (in order with
+    /// the drafts, so a rollback always lands before the next draft of that sequence).
+    pub(super) fn drafter_begin(&mut self, seq: u64) -> Result<()> {
+        if self.lane.is_some() {
+            return self.send_lane(DraftMsg::Begin(seq));
+        }
+        match self.drafter.as_deref_mut() {
+            Some(d) => d.begin(seq),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn drafter_rollback(&mut self, seq: u64, committed: usize) -> Result<()> {
+        if self.lane.is_some() {
+            return self.send_lane(DraftMsg::Rollback { seq, committed });
+        }
+        match self.drafter.as_deref_mut() {
+            Some(d) => d.rollback(seq, committed),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn drafter_end(&mut self, seq: u64) -> Result<()> {
+        if self.lane.is_some() {
+            return self.send_lane(DraftMsg::End(seq));
+        }
+        if let Some(d) = self.drafter.as_deref_mut() {
+            d.end(seq);
+        }
+        Ok(())
+    }
+}
