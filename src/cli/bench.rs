@@ -10,19 +10,24 @@ use vpd_bench::sharegpt;
 use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_bench::workload::{arrival_times, sample_requests, validate_rates, FilterLimits};
 
+use super::engines::{run_once, BackendKind, DraftChoice, ModelSource};
 use super::generate::BLOCK_SIZE;
-use crate::backend::cpu::CpuBackend;
-use crate::engine::{Engine, GenerateRequest};
+use crate::engine::GenerateRequest;
 use crate::error::{EngineError, Result};
-use crate::model::Model;
-use crate::runtime::{run_workload, Policy, RuntimeConfig};
-use crate::spec::factory::cpu_drafter;
-use crate::spec::DraftSpec;
+use crate::runtime::{Policy, RuntimeConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Target model: a GGUF file, a checkpoint directory, or random:PRESET (random weights at
+    /// a real shape, drawn on the GPU: random:llama3-8b, random:llama3.2-1b).
     #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
+    /// Where the target and the drafter run.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Tokenizer for prompt lengths when the model has none (random:PRESET models).
+    #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub tokenizer: PathBuf,
     #[arg(
         long,
         default_value = "assets/ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -46,7 +51,8 @@ pub struct BenchArgs {
         default_value = "nospec,single-lane,three-lane,three-lane-adaptive"
     )]
     pub policies: Vec<String>,
-    /// Drafter for the speculating policies: layer-skip:K, model:PATH or ngram:N.
+    /// Drafter for the speculating policies: layer-skip:K, model:PATH, ngram:N or (GPU)
+    /// random:PRESET.
     #[arg(long, default_value = "ngram:3")]
     pub draft: String,
     /// L for the fixed-L policies, Lmax for three-lane-adaptive.
@@ -129,7 +135,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .transpose()
         .map_err(|e| bad("acceptance", e))?;
     let speculates = policies.iter().any(|p| p.speculates());
-    let draft: DraftSpec = a.draft.parse()?;
+    let draft = DraftChoice::parse(&a.draft)?;
     for &p in &policies {
         let mut cfg = RuntimeConfig::new(p, a.num_draft);
         cfg.prefill_budget = a.prefill_budget;
@@ -153,11 +159,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             format!("{} has no complete conversation", a.dataset.display()),
         ));
     }
-    let model = Model::load(&a.model)?;
-    let tok = model.tokenizer.as_ref().ok_or_else(|| EngineError::Model {
-        path: a.model.display().to_string(),
-        detail: "has no tokenizer".into(),
-    })?;
+    let model = ModelSource::open(&a.model)?;
+    let config = model.config();
+    let tok = &model.tokenizer(&a.tokenizer)?;
     let limits = FilterLimits {
         max_prompt: a.max_prompt,
         ..FilterLimits::default()
@@ -196,7 +200,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .max()
         .unwrap_or(1);
     let per_seq =
-        (longest.min(model.config.max_position_embeddings) + a.num_draft + 2).div_ceil(BLOCK_SIZE);
+        (longest.min(config.max_position_embeddings) + a.num_draft + 2).div_ceil(BLOCK_SIZE);
     let blocks = per_seq * a.max_running;
     let total = (policies.len() * a.request_rates.len() * reqs.len()) as u64;
     let bar = indicatif::ProgressBar::new(total);
@@ -211,26 +215,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.max_running = a.max_running;
             cfg.synthetic = synthetic;
             cfg.seed = a.seed;
-            let mut engine = Engine::new(CpuBackend::new(
-                model.config.clone(),
-                std::sync::Arc::clone(&model.weights),
-                blocks,
-                BLOCK_SIZE,
-            )?)?;
-            let mut drafter = if policy.speculates() {
-                Some(cpu_drafter(
-                    &draft,
-                    &model,
-                    blocks * 2 + a.max_running,
-                    BLOCK_SIZE,
-                )?)
-            } else {
-                None
-            };
-            let d = drafter
-                .as_deref_mut()
-                .map(|d| d as &mut dyn crate::spec::Drafter);
-            let out = run_workload(&mut engine, d, &cfg, reqs.clone(), &times, &mut || {
+            let d = policy.speculates().then_some(&draft);
+            let out = run_once(a.backend, &model, d, blocks, BLOCK_SIZE, &cfg, reqs.clone(), &times, &mut || {
                 bar.inc(1)
             })?;
             let mut summary =
@@ -269,12 +255,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let name = a.model.file_name().map_or_else(
-        || a.model.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = model.name(&a.model);
     let report = Report {
-        device: cpu_name(),
+        device: match a.backend {
+            BackendKind::Cpu => cpu_name(),
+            BackendKind::Cuda => super::engines::gpu_name(),
+        },
         models: if speculates {
             format!("{name}, draft {} (L = {})", a.draft, a.num_draft)
         } else {

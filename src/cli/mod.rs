@@ -1,6 +1,7 @@
 //! The `vpd` command line: argument parsing, validation and printing. No model logic here.
 mod bench;
 mod demo;
+mod engines;
 mod generate;
 mod gpu_check;
 mod make_model;

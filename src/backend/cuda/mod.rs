@@ -409,6 +409,8 @@ impl Backend for CudaBackend {
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {
+        // A drafter runs on the decode lane's own thread: make this context current there.
+        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
         let step = self.prepare_step(plan, num_layers)?;
         let vocab = self.config.vocab_size;
         if step.tokens == 0 {

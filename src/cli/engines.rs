@@ -1,0 +1,223 @@
+//! Which backend runs the target and the drafter (`--backend cpu|cuda`), and what the models
+//! are: a file or checkpoint (`PATH`), or random weights at a real shape drawn on the GPU
+//! (`random:llama3-8b`, `random:llama3.2-1b`; with `--acceptance synthetic:...` these give
+//! real-shape performance runs without downloading weights).
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use vpd_formats::tokenizer::Tokenizer;
+use vpd_formats::LlamaConfig;
+
+use crate::backend::cpu::CpuBackend;
+use crate::engine::{Engine, GenerateRequest};
+use crate::error::{EngineError, Result};
+use crate::make_model::Preset;
+use crate::model::Model;
+use crate::runtime::{run_workload, RunOutput, RuntimeConfig};
+use crate::spec::factory::cpu_drafter;
+use crate::spec::{DraftSpec, Drafter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+    Cuda,
+}
+
+/// A target model: loaded from a path, or random at a preset shape.
+pub enum ModelSource {
+    Loaded(Model),
+    Random(Preset),
+}
+
+fn bad(field: &'static str, detail: impl ToString) -> EngineError {
+    EngineError::InvalidRequest { field, detail: detail.to_string() }
+}
+
+fn preset(name: &str, field: &'static str) -> Result<Preset> {
+    Preset::from_str(name, true).map_err(|_| {
+        bad(field, format!("unknown preset `{name}`; use random:llama3-8b, random:llama3.2-1b or random:tiny-llama3"))
+    })
+}
+
+impl ModelSource {
+    /// `random:PRESET` or a path.
+    ///
+    /// # Errors
+    /// An unknown preset, or a model that fails to load.
+    pub fn open(spec: &Path) -> Result<Self> {
+        match spec.to_str().and_then(|s| s.strip_prefix("random:")) {
+            Some(name) => Ok(Self::Random(preset(name, "model")?)),
+            None => Ok(Self::Loaded(Model::load(spec)?)),
+        }
+    }
+
+    pub fn config(&self) -> LlamaConfig {
+        match self {
+            Self::Loaded(m) => m.config.clone(),
+            Self::Random(p) => p.config(),
+        }
+    }
+
+    /// The model's tokenizer, or (random weights have none) the one at `fallback`.
+    ///
+    /// # Errors
+    /// Neither has a tokenizer.
+    pub fn tokenizer(&self, fallback: &Path) -> Result<Tokenizer> {
+        if let Self::Loaded(m) = self {
+            if let Some(t) = &m.tokenizer {
+                return Ok(t.clone());
+            }
+        }
+        crate::model::load_tokenizer(fallback)?.ok_or_else(|| EngineError::Model {
+            path: fallback.display().to_string(),
+            detail: "has no tokenizer (random-weight models borrow this one for prompt lengths)".into(),
+        })
+    }
+
+    pub fn name(&self, spec: &Path) -> String {
+        spec.file_name().map_or_else(|| spec.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
+/// A drafter choice: a CPU-style spec, or random weights at a preset shape (GPU only).
+pub enum DraftChoice {
+    Spec(DraftSpec),
+    Random(Preset),
+}
+
+impl DraftChoice {
+    /// # Errors
+    /// A malformed drafter string.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.strip_prefix("random:") {
+            Some(name) => Ok(Self::Random(preset(name, "draft")?)),
+            None => Ok(Self::Spec(s.parse()?)),
+        }
+    }
+}
+
+/// Builds a fresh target engine (and drafter) for one run and runs `requests` through the
+/// runtime on it.
+///
+/// # Errors
+/// Backend construction (no driver, too little memory, ...) or the run's own errors.
+#[allow(clippy::too_many_arguments)]
+pub fn run_once(
+    kind: BackendKind,
+    target: &ModelSource,
+    draft: Option<&DraftChoice>,
+    blocks: usize,
+    block_size: usize,
+    cfg: &RuntimeConfig,
+    requests: Vec<GenerateRequest>,
+    times: &[f64],
+    on_done: &mut dyn FnMut(),
+) -> Result<RunOutput> {
+    let draft_blocks = blocks * 2 + cfg.max_running;
+    match kind {
+        BackendKind::Cpu => {
+            let ModelSource::Loaded(model) = target else {
+                return Err(bad("model", "random: models are drawn on the GPU: use --backend cuda"));
+            };
+            let mut engine = Engine::new(CpuBackend::new(model.config.clone(), Arc::clone(&model.weights), blocks, block_size)?)?;
+            let mut drafter = match draft {
+                None => None,
+                Some(DraftChoice::Spec(d)) => Some(cpu_drafter(d, model, draft_blocks, block_size)?),
+                Some(DraftChoice::Random(_)) => {
+                    return Err(bad("draft", "random: drafters are drawn on the GPU: use --backend cuda"))
+                }
+            };
+            let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
+            run_workload(&mut engine, d, cfg, requests, times, on_done)
+        }
+        BackendKind::Cuda => cuda::run_once(target, draft, blocks, draft_blocks, block_size, cfg, requests, times, on_done),
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use crate::backend::cuda::CudaBackend;
+    use crate::spec::model_drafter::ModelDrafter;
+    use crate::spec::ngram::NgramDrafter;
+
+    /// Seed of the random weights: fixed, so runs compare identical models.
+    const SEED: u64 = 7;
+
+    fn backend(source: &ModelSource, blocks: usize, block_size: usize) -> Result<CudaBackend> {
+        match source {
+            ModelSource::Loaded(m) => CudaBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, block_size, 0),
+            ModelSource::Random(p) => CudaBackend::random(p.config(), blocks, block_size, 0, SEED),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_once(
+        target: &ModelSource,
+        draft: Option<&DraftChoice>,
+        blocks: usize,
+        draft_blocks: usize,
+        block_size: usize,
+        cfg: &RuntimeConfig,
+        requests: Vec<GenerateRequest>,
+        times: &[f64],
+        on_done: &mut dyn FnMut(),
+    ) -> Result<RunOutput> {
+        let mut engine = Engine::new(backend(target, blocks, block_size)?)?;
+        let mut drafter: Option<Box<dyn Drafter>> = match draft {
+            None => None,
+            Some(DraftChoice::Spec(DraftSpec::Ngram(n))) => Some(Box::new(NgramDrafter::new(*n))),
+            Some(DraftChoice::Spec(DraftSpec::LayerSkip(k))) => {
+                let b = backend(target, draft_blocks, block_size)?;
+                Some(Box::new(ModelDrafter::new(format!("layer-skip:{k}"), b, *k)?))
+            }
+            Some(DraftChoice::Spec(DraftSpec::Model(path))) => {
+                let m = ModelSource::Loaded(Model::load(path)?);
+                let layers = m.config().num_hidden_layers;
+                let b = backend(&m, draft_blocks, block_size)?;
+                Some(Box::new(ModelDrafter::new(format!("model:{}", path.display()), b, layers)?))
+            }
+            Some(DraftChoice::Random(p)) => {
+                if p.config().vocab_size != target.config().vocab_size {
+                    return Err(bad("draft", "the random drafter's vocabulary differs from the target's"));
+                }
+                let b = CudaBackend::random(p.config(), draft_blocks, block_size, 0, SEED + 1)?;
+                let layers = p.config().num_hidden_layers;
+                Some(Box::new(ModelDrafter::new(format!("random:{p:?}"), b, layers)?))
+            }
+        };
+        let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
+        run_workload(&mut engine, d, cfg, requests, times, on_done)
+    }
+}
+
+/// The GPU's name for reports.
+pub fn gpu_name() -> String {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = crate::backend::cuda::Device::open(0) {
+        return format!("{} ({} SMs)", d.name, d.sm_count);
+    }
+    "cuda (device not opened)".into()
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::*;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_once(
+        _: &ModelSource,
+        _: Option<&DraftChoice>,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &RuntimeConfig,
+        _: Vec<GenerateRequest>,
+        _: &[f64],
+        _: &mut dyn FnMut(),
+    ) -> Result<RunOutput> {
+        Err(bad("backend", "this binary was built without the `cuda` feature"))
+    }
+}
+
