@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The rate sweep of issue 5 on the GPU machine, at Llama-3-8B / Llama-3.2-1B shapes with
+# random weights drawn on the device and labelled synthetic acceptance: `single-lane` beside
+# `three-lane-adaptive` on identical inputs.
+# Here:   bash tools/gpu-sweep.sh --stage   (release build with CUDA, a tokenizer-only
+#         checkpoint and a 1500-conversation ShareGPT subset into .device/), then the device
+#         tool with carry [".device"] and command `bash tools/gpu-sweep.sh`.
+# There:  writes bench.json / bench.md / bench.png under $OUT/sweep and prints the table.
+set -uo pipefail
+if [[ "${1:-}" == "--stage" ]]; then
+    T=${CARGO_TARGET_DIR:-target}/release
+    cargo build --release --bin vpd || exit 1
+    mkdir -p .device && cp "$T/vpd" .device/vpd && strip .device/vpd
+    # Random-weight models have no tokenizer: prompt lengths use the default model's, taken
+    # from a throwaway tiny checkpoint that carries it (the GGUF itself is too big to carry).
+    rm -rf .device/tok && "$T/vpd" make-model --preset tiny-llama3 --dtype bf16 \
+        --vocab-from assets/SmolLM2-135M-Instruct.Q4_1.gguf --out .device/tok >/dev/null || exit 1
+    python3 - <<'PY' || exit 1
+import json
+dec, src = json.JSONDecoder(), open("assets/ShareGPT_V3_unfiltered_cleaned_split.json").read(30_000_000)
+i, out = src.index("[") + 1, []
+while len(out) < 1500:
+    while src[i] in " \n\r\t,":
+        i += 1
+    obj, i = dec.raw_decode(src, i)
+    out.append(obj)
+json.dump(out, open(".device/sharegpt-1500.json", "w"))
+PY
+    du -sh .device; exit 0
+fi
+OUT=${OUT:-/tmp/vpd-sweep}; mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+date -u +%FT%TZ | tee -a "$OUT/card.txt"
+.device/vpd bench --backend cuda --model random:llama3-8b --draft random:llama3.2-1b \
+    --tokenizer .device/tok --dataset .device/sharegpt-1500.json \
+    --acceptance "${VPD_ACCEPTANCE:-synthetic:0.7,0.15}" --num-draft 4 \
+    --policies "${VPD_POLICIES:-single-lane,three-lane-adaptive}" \
+    --request-rates "${VPD_RATES:-2,6,10}" --num-prompts "${VPD_PROMPTS:-80}" \
+    --max-output "${VPD_MAX_OUTPUT:-128}" --max-running 32 --out "$OUT/sweep" 2>&1 | tee "$OUT/sweep.txt"
