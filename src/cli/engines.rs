@@ -135,6 +135,21 @@ pub fn run_once(
     }
 }
 
+/// `vpd generate --backend cuda`: plain or speculative generation with target and drafter
+/// on GPU 0.
+///
+/// # Errors
+/// No GPU or driver, too little memory, or the generation's own errors.
+pub fn generate_cuda(
+    model: &Model,
+    spec: Option<&(DraftSpec, crate::spec::SpecOptions)>,
+    req: &GenerateRequest,
+    tokens: usize,
+    trace: Option<&Path>,
+) -> Result<crate::engine::GenerateOutput> {
+    cuda::generate(model, spec, req, tokens, trace)
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
@@ -150,6 +165,37 @@ mod cuda {
             ModelSource::Loaded(m) => CudaBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, block_size, 0),
             ModelSource::Random(p) => CudaBackend::random(p.config(), blocks, block_size, 0, SEED),
         }
+    }
+
+    pub fn generate(
+        model: &Model,
+        spec: Option<&(DraftSpec, crate::spec::SpecOptions)>,
+        req: &GenerateRequest,
+        tokens: usize,
+        trace: Option<&Path>,
+    ) -> Result<crate::engine::GenerateOutput> {
+        let bs = super::super::generate::BLOCK_SIZE;
+        let blocks = (tokens.min(model.config.max_position_embeddings) + 1).div_ceil(bs);
+        let backend = |m: &Model, blocks| CudaBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, bs, 0);
+        let mut engine = Engine::new(backend(model, blocks)?)?;
+        let Some((draft, opts)) = spec else {
+            return engine.generate(req);
+        };
+        let tree_blocks = opts.tree.map_or(0, |t| t.budget).div_ceil(bs) + 1;
+        let drafter: Box<dyn Drafter> = match draft {
+            DraftSpec::Ngram(n) => Box::new(NgramDrafter::new(*n)),
+            DraftSpec::LayerSkip(k) => Box::new(ModelDrafter::new(format!("layer-skip:{k}"), backend(model, blocks + tree_blocks)?, *k)?),
+            DraftSpec::Model(path) => {
+                let m = Model::load(path)?;
+                let layers = m.config.num_hidden_layers;
+                Box::new(ModelDrafter::new(format!("model:{}", path.display()), backend(&m, blocks + tree_blocks)?, layers)?)
+            }
+        };
+        let mut se = crate::spec::SpecEngine::new(engine, drafter, *opts)?;
+        if let Some(p) = trace {
+            se.set_trace(crate::spec::TraceWriter::create(p)?);
+        }
+        se.generate(req)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -204,6 +250,16 @@ pub fn gpu_name() -> String {
 #[cfg(not(feature = "cuda"))]
 mod cuda {
     use super::*;
+
+    pub fn generate(
+        _: &Model,
+        _: Option<&(DraftSpec, crate::spec::SpecOptions)>,
+        _: &GenerateRequest,
+        _: usize,
+        _: Option<&Path>,
+    ) -> Result<crate::engine::GenerateOutput> {
+        Err(bad("backend", "this binary was built without the `cuda` feature"))
+    }
 
     #[allow(clippy::too_many_arguments)]
     pub fn run_once(

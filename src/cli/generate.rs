@@ -43,6 +43,9 @@ pub struct GenerateArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// Where the model runs (cuda: bf16 weights on GPU 0).
+    #[arg(long, value_enum, default_value_t = super::engines::BackendKind::Cpu)]
+    pub backend: super::engines::BackendKind,
     /// Prompt text, tokenised with the model's own BOS policy.
     #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
     pub prompt: Option<String>,
@@ -133,8 +136,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         (None, None) => return Err(EngineError::InvalidRequest { field: "prompt", detail: "give --prompt or --prompt-ids".into() }),
     };
     let tokens = prompt_ids.len() + a.max_new_tokens + crate::spec::MAX_DRAFT_LEN + 1;
-    let engine = cpu_engine(&model, tokens, 1)?;
     let req = GenerateRequest { prompt_ids, max_new_tokens: a.max_new_tokens, sampling, ignore_eos: a.ignore_eos };
+    if a.backend == super::engines::BackendKind::Cuda {
+        let out = super::engines::generate_cuda(&model, spec.as_ref(), &req, tokens, a.spec.trace.as_deref())?;
+        return print_output(&a, &model, &out);
+    }
+    let engine = cpu_engine(&model, tokens, 1)?;
     let out = match spec {
         None => {
             let mut engine = engine;
@@ -151,6 +158,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             se.generate(&req)?
         }
     };
+    print_output(&a, &model, &out)
+}
+
+fn print_output(a: &GenerateArgs, model: &Model, out: &crate::engine::GenerateOutput) -> Result<()> {
     let text = match &model.tokenizer {
         Some(t) => t.decode(&out.token_ids, true)?,
         None => String::new(),
