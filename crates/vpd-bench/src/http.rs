@@ -114,10 +114,15 @@ pub fn parse_base_url(s: &str) -> Result<Url, HttpBenchError> {
         return Err(bad("credentials in the URL are not supported"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("a query or fragment has no meaning here; give the server's base URL"));
+        return Err(bad(
+            "a query or fragment has no meaning here; give the server's base URL",
+        ));
     }
     let path = url.path().trim_end_matches('/');
-    let path = path.strip_suffix("/completions").filter(|p| p.ends_with("/v1")).unwrap_or(path);
+    let path = path
+        .strip_suffix("/completions")
+        .filter(|p| p.ends_with("/v1"))
+        .unwrap_or(path);
     let root = if path.ends_with("/v1") {
         path.to_owned()
     } else {
@@ -170,17 +175,27 @@ pub async fn served_models(api: &Url, timeout: Duration) -> Result<Vec<String>, 
         url: url.to_string(),
         detail,
     };
-    let resp = client()?.get(url.clone()).timeout(timeout).send().await.map_err(|e| err(chain(&e)))?;
+    let resp = client()?
+        .get(url.clone())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| err(chain(&e)))?;
     let status = resp.status();
     let body = resp.text().await.map_err(|e| err(chain(&e)))?;
     if !status.is_success() {
         return Err(err(status_error(status, &body)));
     }
-    let v: Value = serde_json::from_str(&body).map_err(|e| err(format!("not JSON ({e}): {}", quote(&body))))?;
+    let v: Value = serde_json::from_str(&body)
+        .map_err(|e| err(format!("not JSON ({e}): {}", quote(&body))))?;
     let ids = v
         .get("data")
         .and_then(Value::as_array)
-        .map(|d| d.iter().filter_map(|m| m.get("id")?.as_str().map(str::to_owned)).collect::<Vec<_>>())
+        .map(|d| {
+            d.iter()
+                .filter_map(|m| m.get("id")?.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
         .ok_or_else(|| err(format!("no `data` list of models: {}", quote(&body))))?;
     Ok(ids)
 }
@@ -244,7 +259,13 @@ async fn stream_one(
     let mut events = Vec::new();
     let mut bytes = resp.bytes_stream();
     while let Some(piece) = bytes.next().await {
-        let piece = piece.map_err(|e| format!("stream broken after {} chunks: {}", state.chunks.len(), chain(&e)))?;
+        let piece = piece.map_err(|e| {
+            format!(
+                "stream broken after {} chunks: {}",
+                state.chunks.len(),
+                chain(&e)
+            )
+        })?;
         // Every event in one network read arrived at the same moment.
         let t = since(Instant::now());
         sse.feed(&piece, &mut events).map_err(|e| e.to_string())?;
@@ -261,7 +282,10 @@ async fn stream_one(
     rec.output_tokens = state.output_tokens;
     rec.end_s = rec.chunks.last().map(|c| c.t_s);
     if !state.done {
-        return Err(format!("stream ended before `data: [DONE]` after {} chunks", rec.chunks.len()));
+        return Err(format!(
+            "stream ended before `data: [DONE]` after {} chunks",
+            rec.chunks.len()
+        ));
     }
     if rec.chunks.is_empty() {
         return Err("no event with text: nothing to time the first token by".into());
@@ -316,9 +340,13 @@ pub async fn run(
             };
             let body = body(cfg, r);
             let res = match cfg.request_timeout {
-                Some(limit) => tokio::time::timeout(limit, stream_one(http, url, &body, start, &mut rec))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {:.1} s", limit.as_secs_f64()))),
+                Some(limit) => {
+                    tokio::time::timeout(limit, stream_one(http, url, &body, start, &mut rec))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("timed out after {:.1} s", limit.as_secs_f64()))
+                        })
+                }
                 None => stream_one(http, url, &body, start, &mut rec).await,
             };
             rec.error = res.err();
@@ -373,13 +401,25 @@ mod tests {
     #[test]
     fn base_urls() {
         let root = |s: &str| parse_base_url(s).map(|u| u.to_string());
-        assert_eq!(root("http://127.0.0.1:8000").unwrap(), "http://127.0.0.1:8000/v1");
-        assert_eq!(root("http://localhost:8000/").unwrap(), "http://localhost:8000/v1");
+        assert_eq!(
+            root("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(
+            root("http://localhost:8000/").unwrap(),
+            "http://localhost:8000/v1"
+        );
         assert_eq!(root("http://[::1]:9/v1/").unwrap(), "http://[::1]:9/v1");
-        assert_eq!(root("http://h/api/v1/completions").unwrap(), "http://h/api/v1");
+        assert_eq!(
+            root("http://h/api/v1/completions").unwrap(),
+            "http://h/api/v1"
+        );
         assert_eq!(root("HTTP://h:1/x").unwrap(), "http://h:1/x/v1");
         let u = parse_base_url("http://h:1/v1").unwrap();
-        assert_eq!(endpoint(&u, "completions").as_str(), "http://h:1/v1/completions");
+        assert_eq!(
+            endpoint(&u, "completions").as_str(),
+            "http://h:1/v1/completions"
+        );
         for (bad, why) in [
             ("https://h:1", "no TLS"),
             ("127.0.0.1:8000", "must start with http://"),
@@ -410,10 +450,22 @@ mod tests {
         };
         let b = body(&cfg, &r);
         assert_eq!(b["prompt"], json!([1, 2]));
-        assert_eq!((b["max_tokens"].as_u64(), b["stream"].as_bool()), (Some(7), Some(true)));
+        assert_eq!(
+            (b["max_tokens"].as_u64(), b["stream"].as_bool()),
+            (Some(7), Some(true))
+        );
         assert_eq!(b["stream_options"]["include_usage"], json!(true));
-        assert_eq!((b["ignore_eos"].as_bool(), b["model"].as_str()), (Some(true), Some("m")));
-        let b = body(&cfg, &HttpRequest { ignore_eos: None, ..r });
+        assert_eq!(
+            (b["ignore_eos"].as_bool(), b["model"].as_str()),
+            (Some(true), Some("m"))
+        );
+        let b = body(
+            &cfg,
+            &HttpRequest {
+                ignore_eos: None,
+                ..r
+            },
+        );
         assert!(b.get("ignore_eos").is_none());
     }
 }

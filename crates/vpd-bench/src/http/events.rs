@@ -68,8 +68,8 @@ impl StreamState {
         if self.done {
             return Err(format!("data after `data: [DONE]`: {}", quote(data)));
         }
-        let v: Value =
-            serde_json::from_str(data).map_err(|e| format!("malformed event data ({e}): {}", quote(data)))?;
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| format!("malformed event data ({e}): {}", quote(data)))?;
         if !v.is_object() {
             return Err(format!("event data is not a JSON object: {}", quote(data)));
         }
@@ -82,7 +82,9 @@ impl StreamState {
             Some(u) => Some(
                 u.get("completion_tokens")
                     .and_then(Value::as_u64)
-                    .ok_or_else(|| format!("usage without a completion_tokens count: {}", quote(data)))?,
+                    .ok_or_else(|| {
+                        format!("usage without a completion_tokens count: {}", quote(data))
+                    })?,
             ),
         };
         let text = match v.get("choices") {
@@ -90,7 +92,9 @@ impl StreamState {
             Some(Value::Array(cs)) => match cs.first().map(|c| c.get("text")) {
                 None | Some(None) | Some(Some(Value::Null)) => None,
                 Some(Some(Value::String(s))) => Some(s.as_str()),
-                Some(Some(_)) => return Err(format!("choices[0].text is not a string: {}", quote(data))),
+                Some(Some(_)) => {
+                    return Err(format!("choices[0].text is not a string: {}", quote(data)))
+                }
             },
             Some(_) => return Err(format!("choices is not an array: {}", quote(data))),
         };
@@ -118,7 +122,8 @@ mod tests {
     use super::*;
 
     fn content(text: &str) -> String {
-        serde_json::json!({"choices": [{"index": 0, "text": text, "finish_reason": null}]}).to_string()
+        serde_json::json!({"choices": [{"index": 0, "text": text, "finish_reason": null}]})
+            .to_string()
     }
 
     fn tokens(s: &StreamState) -> Vec<u32> {
@@ -133,8 +138,11 @@ mod tests {
         s.on_event(&content("bc"), 0.2).unwrap();
         assert_eq!(tokens(&s), [1, 1]);
         assert_eq!(s.output_tokens, None);
-        s.on_event(r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#, 0.3)
-            .unwrap();
+        s.on_event(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
+            0.3,
+        )
+        .unwrap();
         s.on_event(" [DONE]", 0.3).unwrap();
         assert_eq!((s.output_tokens, s.done), (Some(3), true));
         assert_eq!(s.chunks[1].t_s, 0.2);
@@ -144,7 +152,8 @@ mod tests {
     fn per_chunk_usage_gives_tokens_per_chunk() {
         let mut s = StreamState::default();
         let ev = |text: &str, n: u64| {
-            serde_json::json!({"choices": [{"text": text}], "usage": {"completion_tokens": n}}).to_string()
+            serde_json::json!({"choices": [{"text": text}], "usage": {"completion_tokens": n}})
+                .to_string()
         };
         s.on_event(&ev("a", 1), 0.1).unwrap();
         s.on_event(&ev("", 2), 0.2).unwrap();
@@ -176,8 +185,14 @@ mod tests {
     #[test]
     fn error_messages_of_each_shape() {
         let m = |s: &str| error_message(&serde_json::from_str(s).unwrap());
-        assert_eq!(m(r#"{"error":{"message":"queue full"}}"#).as_deref(), Some("queue full"));
-        assert_eq!(m(r#"{"object":"error","message":"bad n"}"#).as_deref(), Some("bad n"));
+        assert_eq!(
+            m(r#"{"error":{"message":"queue full"}}"#).as_deref(),
+            Some("queue full")
+        );
+        assert_eq!(
+            m(r#"{"object":"error","message":"bad n"}"#).as_deref(),
+            Some("bad n")
+        );
         assert_eq!(m(r#"{"detail":"Not Found"}"#).as_deref(), Some("Not Found"));
         assert_eq!(m(r#"{"error":"plain"}"#).as_deref(), Some("plain"));
         assert_eq!(m(r#"{"other":1}"#), None);

@@ -110,7 +110,11 @@ mod tests {
         let whole = read_all(&[s]).unwrap();
         assert_eq!(whole, ["{\"a\":1}", "x\ny", "[DONE]"]);
         for cut in 0..s.len() {
-            assert_eq!(read_all(&[&s[..cut], &s[cut..]]).unwrap(), whole, "cut at {cut}");
+            assert_eq!(
+                read_all(&[&s[..cut], &s[cut..]]).unwrap(),
+                whole,
+                "cut at {cut}"
+            );
         }
         let bytewise: Vec<&[u8]> = s.chunks(1).collect();
         assert_eq!(read_all(&bytewise).unwrap(), whole);
