@@ -11,7 +11,9 @@ use vpd_bench::metrics::{summarize, AcceptanceSummary, Slo};
 use vpd_bench::report::{DatasetInfo, Report, RunResult};
 use vpd_bench::sharegpt::{self, Dataset};
 use vpd_bench::synthetic::SyntheticAcceptance;
-use vpd_bench::workload::{arrival_times, sample_requests, validate_rates, FilterLimits, SampledRequest};
+use vpd_bench::workload::{
+    arrival_times, sample_requests, validate_rates, FilterLimits, SampledRequest,
+};
 use vpd_formats::tokenizer::Tokenizer;
 
 use super::engines::{run_once, BackendKind, DraftChoice, ModelSource};

@@ -11,7 +11,9 @@ use vpd_bench::metrics::summarize;
 use vpd_bench::report::{Report, RunResult};
 use vpd_bench::workload::arrival_times;
 
-use super::bench::{bad, check_common, dataset_info, load_dataset, sample, write_outputs, BenchArgs};
+use super::bench::{
+    bad, check_common, dataset_info, load_dataset, sample, write_outputs, BenchArgs,
+};
 use crate::error::{EngineError, Result};
 
 /// How long the server may take to list its models before we give up on it.
@@ -24,7 +26,10 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
     let api = http::parse_base_url(url).map_err(|e| bad("url", e))?;
     let slo = check_common(a)?;
     if a.max_concurrency == Some(0) {
-        return Err(bad("max_concurrency", "must be ≥ 1 (leave it out for no cap)"));
+        return Err(bad(
+            "max_concurrency",
+            "must be ≥ 1 (leave it out for no cap)",
+        ));
     }
     if a.acceptance.is_some() {
         return Err(bad(
@@ -39,13 +44,19 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
             .map_err(|e| bad("url", format!("{e} (or pass --served-model-name)")))?
             .into_iter()
             .next()
-            .ok_or_else(|| bad("served_model_name", format!("{api}/models lists no model: pass --served-model-name")))?,
+            .ok_or_else(|| {
+                bad(
+                    "served_model_name",
+                    format!("{api}/models lists no model: pass --served-model-name"),
+                )
+            })?,
     };
     eprintln!("benchmarking `{model}` at {api} (--policies and the runtime settings do not apply)");
     let data = load_dataset(a)?;
     let tok = crate::model::load_tokenizer(&a.model)?.ok_or_else(|| EngineError::Model {
         path: a.model.display().to_string(),
-        detail: "has no tokenizer (--url still needs one to filter ShareGPT prompts by length)".into(),
+        detail: "has no tokenizer (--url still needs one to filter ShareGPT prompts by length)"
+            .into(),
     })?;
     // vLLM's benchmark sends ignore_eos only when asked; so do we.
     let ignore_eos = !a.respect_eos;
@@ -67,10 +78,13 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
     let bar = indicatif::ProgressBar::new((a.request_rates.len() * reqs.len()) as u64);
     let mut runs = Vec::new();
     for &rate in &a.request_rates {
-        let times = arrival_times(reqs.len(), rate, a.burstiness, a.seed).map_err(|e| bad("request_rates", e))?;
+        let times = arrival_times(reqs.len(), rate, a.burstiness, a.seed)
+            .map_err(|e| bad("request_rates", e))?;
         bar.set_message(format!("{model} @ {rate} req/s"));
-        let out = http::run_blocking(&cfg, &reqs, &times, |_, _| bar.inc(1)).map_err(|e| bad("url", e))?;
-        let summary = summarize(&out.records, out.duration_s, slo).map_err(|e| bad("metrics", e))?;
+        let out = http::run_blocking(&cfg, &reqs, &times, |_, _| bar.inc(1))
+            .map_err(|e| bad("url", e))?;
+        let summary =
+            summarize(&out.records, out.duration_s, slo).map_err(|e| bad("metrics", e))?;
         let errors: Vec<(usize, &str)> = out
             .records
             .iter()
