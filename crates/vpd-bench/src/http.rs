@@ -71,6 +71,10 @@ pub struct HttpRun {
     pub duration_s: f64,
 }
 
+/// The latest send time accepted (about 31 years): far beyond any run, and it keeps the
+/// deadline arithmetic clear of overflow.
+pub const MAX_SEND_S: f64 = 1e9;
+
 /// A run that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpBenchError {
@@ -78,7 +82,7 @@ pub enum HttpBenchError {
     BadUrl { url: String, detail: String },
     #[error("{requests} requests but {times} send times")]
     LengthMismatch { requests: usize, times: usize },
-    #[error("send time {0} is not finite and ≥ 0 s")]
+    #[error("send time {0} is not a number of seconds in [0, {MAX_SEND_S}]")]
     BadSendTime(f64),
     #[error("max_concurrency must be ≥ 1")]
     ZeroConcurrency,
@@ -311,7 +315,7 @@ pub async fn run(
             times: send_times.len(),
         });
     }
-    if let Some(&t) = send_times.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+    if let Some(&t) = send_times.iter().find(|t| !(0.0..=MAX_SEND_S).contains(*t)) {
         return Err(HttpBenchError::BadSendTime(t));
     }
     let slots = match cfg.max_concurrency {

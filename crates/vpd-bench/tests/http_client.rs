@@ -294,10 +294,12 @@ async fn concurrency_cap_is_held_and_send_time_is_when_it_went_out() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("4 requests but 3 send times"));
-    let e = http::run(&cfg(&url, None), &reqs[..1], &[f64::NAN], |_, _| {})
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("send time"));
+    for bad in [f64::NAN, -1.0, f64::INFINITY, 1e300] {
+        let e = http::run(&cfg(&url, None), &reqs[..1], &[bad], |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("send time"), "{bad}: {e}");
+    }
 }
 
 #[tokio::test]
