@@ -53,11 +53,25 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
     };
     eprintln!("benchmarking `{model}` at {api} (--policies and the runtime settings do not apply)");
     let data = load_dataset(a)?;
-    let tok = crate::model::load_tokenizer(&a.model)?.ok_or_else(|| EngineError::Model {
-        path: a.model.display().to_string(),
-        detail: "has no tokenizer (--url still needs one to filter ShareGPT prompts by length)"
-            .into(),
-    })?;
+    // Only the tokenizer: the weights are the server's business. A random:PRESET --model, or
+    // one without a tokenizer, borrows --tokenizer's, as the in-process path does.
+    let is_random = a.model.to_str().is_some_and(|s| s.starts_with("random:"));
+    let own = if is_random {
+        None
+    } else {
+        crate::model::load_tokenizer(&a.model)?
+    };
+    let (tok, tok_path) = match own {
+        Some(t) => (t, &a.model),
+        None => {
+            let t = crate::model::load_tokenizer(&a.tokenizer)?.ok_or_else(|| EngineError::Model {
+                path: a.tokenizer.display().to_string(),
+                detail: "has no tokenizer (--url still needs one to filter ShareGPT prompts by length)"
+                    .into(),
+            })?;
+            (t, &a.tokenizer)
+        }
+    };
     // vLLM's benchmark sends ignore_eos only when asked; so do we.
     let ignore_eos = !a.respect_eos;
     let reqs: Vec<HttpRequest> = sample(a, &data, &tok)?
@@ -116,8 +130,8 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
         });
     }
     bar.finish_and_clear();
-    let tok_name = a.model.file_name().map_or_else(
-        || a.model.display().to_string(),
+    let tok_name = tok_path.file_name().map_or_else(
+        || tok_path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     let report = Report {
