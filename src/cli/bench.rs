@@ -2,13 +2,19 @@
 //! vLLM's `benchmark_serving.py` does, sent with Poisson (or gamma) arrivals over a sweep of
 //! request rates, served by the runtime under each policy on identical inputs, and reported
 //! with vLLM `bench serve`'s metrics as JSON, a Markdown table and a PNG plot.
-use std::path::PathBuf;
+//!
+//! With `--url` the same workload goes over streaming HTTP to an OpenAI-compatible server
+//! instead (`bench_http.rs`); the sampling and the outputs here are shared by both.
+use std::path::{Path, PathBuf};
 
 use vpd_bench::metrics::{summarize, AcceptanceSummary, Slo};
 use vpd_bench::report::{DatasetInfo, Report, RunResult};
-use vpd_bench::sharegpt;
+use vpd_bench::sharegpt::{self, Dataset};
 use vpd_bench::synthetic::SyntheticAcceptance;
-use vpd_bench::workload::{arrival_times, sample_requests, validate_rates, FilterLimits};
+use vpd_bench::workload::{
+    arrival_times, sample_requests, validate_rates, FilterLimits, SampledRequest,
+};
+use vpd_formats::tokenizer::Tokenizer;
 
 use super::engines::{run_once, BackendKind, DraftChoice, ModelSource};
 use super::generate::BLOCK_SIZE;
@@ -82,9 +88,20 @@ pub struct BenchArgs {
     /// Directory for bench.json, bench.md and bench.png.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Benchmark the OpenAI-compatible server at this http:// URL over streaming HTTP instead
+    /// of the in-process runtime (--model then only gives the tokenizer for the ShareGPT
+    /// filter; --policies and the runtime settings are ignored).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The `model` field sent with --url (default: the first model the server lists).
+    #[arg(long, requires = "url")]
+    pub served_model_name: Option<String>,
+    /// With --url: requests in flight at once (default: no cap, as vLLM's benchmark).
+    #[arg(long, requires = "url")]
+    pub max_concurrency: Option<usize>,
 }
 
-fn bad(field: &'static str, detail: impl ToString) -> EngineError {
+pub(super) fn bad(field: &'static str, detail: impl ToString) -> EngineError {
     EngineError::InvalidRequest {
         field,
         detail: detail.to_string(),
@@ -106,6 +123,9 @@ fn cpu_name() -> String {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(url) = a.url.clone() {
+        return super::bench_http::run(&a, &url);
+    }
     // Every setting is checked before the (slow) loads.
     let policies = a
         .policies
@@ -115,19 +135,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if policies.is_empty() {
         return Err(bad("policies", "give at least one policy"));
     }
-    validate_rates(&a.request_rates).map_err(|e| bad("request_rates", e))?;
-    if !(a.burstiness.is_finite() && a.burstiness > 0.0) {
-        return Err(bad(
-            "burstiness",
-            format!("must be finite and > 0, got {}", a.burstiness),
-        ));
-    }
-    let slo = a
-        .slo
-        .as_deref()
-        .map(|s| s.parse::<Slo>())
-        .transpose()
-        .map_err(|e| bad("slo", e))?;
+    let slo = check_common(&a)?;
     let synthetic = a
         .acceptance
         .as_deref()
@@ -142,57 +150,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
         cfg.max_running = a.max_running;
         cfg.validate()?;
     }
-    let data = sharegpt::load(&a.dataset).map_err(|e| bad("dataset", e))?;
-    eprintln!(
-        "ShareGPT: read {} complete conversations from {}{}",
-        data.conversations.len(),
-        a.dataset.display(),
-        if data.truncated {
-            " (the file is truncated; the cut-off record was skipped)"
-        } else {
-            ""
-        }
-    );
-    if data.conversations.is_empty() {
-        return Err(bad(
-            "dataset",
-            format!("{} has no complete conversation", a.dataset.display()),
-        ));
-    }
+    let data = load_dataset(&a)?;
     let model = ModelSource::open(&a.model)?;
     let config = model.config();
     let tok = &model.tokenizer(&a.tokenizer)?;
-    let limits = FilterLimits {
-        max_prompt: a.max_prompt,
-        ..FilterLimits::default()
-    };
-    let (sampled, stats) = sample_requests(&data, a.num_prompts, a.seed, limits, |s| {
-        tok.encode(s, true).map_or(usize::MAX, |v| v.len())
-    })
-    .map_err(|e| bad("dataset", e))?;
-    eprintln!(
-        "sampled {} requests (visited {}, {} too short, {} too long, {} without a reply)",
-        stats.kept, stats.visited, stats.too_short, stats.too_long, stats.no_exchange
-    );
     let ignore_eos = !a.respect_eos;
-    let mut reqs = Vec::with_capacity(sampled.len());
-    for (i, s) in sampled.iter().enumerate() {
-        let out = if a.max_output > 0 {
-            s.output_len.min(a.max_output)
-        } else {
-            s.output_len
-        };
-        let sampling = vpd_sampling::SamplingParams {
-            seed: a.seed.wrapping_add(i as u64),
-            ..vpd_sampling::SamplingParams::greedy()
-        };
-        reqs.push(GenerateRequest {
-            prompt_ids: tok.encode(&s.prompt, true)?,
-            max_new_tokens: out,
-            sampling,
+    let reqs: Vec<GenerateRequest> = sample(&a, &data, tok)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| GenerateRequest {
+            prompt_ids: s.prompt_ids,
+            max_new_tokens: s.max_new_tokens,
+            sampling: vpd_sampling::SamplingParams {
+                seed: a.seed.wrapping_add(i as u64),
+                ..vpd_sampling::SamplingParams::greedy()
+            },
             ignore_eos,
-        });
-    }
+        })
+        .collect();
     // Cache: room for `max_running` of the longest request, with a draft's worth of slack.
     let longest = reqs
         .iter()
@@ -269,32 +244,118 @@ pub fn run(a: BenchArgs) -> Result<()> {
         seed: a.seed,
         ignore_eos,
         synthetic_acceptance: synthetic.map(|s| s.label()),
-        dataset: DatasetInfo {
-            path: a.dataset.display().to_string(),
-            conversations_read: data.conversations.len(),
-            truncated: data.truncated,
-            requests: reqs.len(),
-        },
+        dataset: dataset_info(&a, &data, reqs.len()),
         runs,
     };
-    std::fs::create_dir_all(&a.out).map_err(|source| EngineError::Io {
-        path: a.out.display().to_string(),
+    write_outputs(&a.out, &report)
+}
+
+/// Checks the settings both paths share; returns the SLOs.
+pub(super) fn check_common(a: &BenchArgs) -> Result<Option<Slo>> {
+    validate_rates(&a.request_rates).map_err(|e| bad("request_rates", e))?;
+    if !(a.burstiness.is_finite() && a.burstiness > 0.0) {
+        return Err(bad(
+            "burstiness",
+            format!("must be finite and > 0, got {}", a.burstiness),
+        ));
+    }
+    a.slo
+        .as_deref()
+        .map(|s| s.parse::<Slo>())
+        .transpose()
+        .map_err(|e| bad("slo", e))
+}
+
+/// Reads the ShareGPT file, saying how much of it was usable.
+pub(super) fn load_dataset(a: &BenchArgs) -> Result<Dataset> {
+    let data = sharegpt::load(&a.dataset).map_err(|e| bad("dataset", e))?;
+    eprintln!(
+        "ShareGPT: read {} complete conversations from {}{}",
+        data.conversations.len(),
+        a.dataset.display(),
+        if data.truncated {
+            " (the file is truncated; the cut-off record was skipped)"
+        } else {
+            ""
+        }
+    );
+    if data.conversations.is_empty() {
+        return Err(bad(
+            "dataset",
+            format!("{} has no complete conversation", a.dataset.display()),
+        ));
+    }
+    Ok(data)
+}
+
+/// One request of the workload: its prompt, the prompt's token ids and the output length.
+pub(super) struct Sampled {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+/// Filters and samples as vLLM's benchmark does, lengths by `tok`; output lengths capped by
+/// --max-output.
+pub(super) fn sample(a: &BenchArgs, data: &Dataset, tok: &Tokenizer) -> Result<Vec<Sampled>> {
+    let limits = FilterLimits {
+        max_prompt: a.max_prompt,
+        ..FilterLimits::default()
+    };
+    let (sampled, stats) = sample_requests(data, a.num_prompts, a.seed, limits, |s| {
+        tok.encode(s, true).map_or(usize::MAX, |v| v.len())
+    })
+    .map_err(|e| bad("dataset", e))?;
+    eprintln!(
+        "sampled {} requests (visited {}, {} too short, {} too long, {} without a reply)",
+        stats.kept, stats.visited, stats.too_short, stats.too_long, stats.no_exchange
+    );
+    sampled
+        .into_iter()
+        .map(|s: SampledRequest| {
+            let max_new_tokens = if a.max_output > 0 {
+                s.output_len.min(a.max_output)
+            } else {
+                s.output_len
+            };
+            Ok(Sampled {
+                prompt_ids: tok.encode(&s.prompt, true)?,
+                prompt: s.prompt,
+                max_new_tokens,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn dataset_info(a: &BenchArgs, data: &Dataset, requests: usize) -> DatasetInfo {
+    DatasetInfo {
+        path: a.dataset.display().to_string(),
+        conversations_read: data.conversations.len(),
+        truncated: data.truncated,
+        requests,
+    }
+}
+
+/// Writes bench.json, bench.md and bench.png into `out` and prints the table.
+pub(super) fn write_outputs(out: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|source| EngineError::Io {
+        path: out.display().to_string(),
         source,
     })?;
     let report_err = |e: vpd_bench::report::ReportError| bad("out", e);
     report
-        .write_json(&a.out.join("bench.json"))
+        .write_json(&out.join("bench.json"))
         .map_err(report_err)?;
     let md = report.markdown();
-    std::fs::write(a.out.join("bench.md"), &md).map_err(|source| EngineError::Io {
-        path: a.out.join("bench.md").display().to_string(),
+    std::fs::write(out.join("bench.md"), &md).map_err(|source| EngineError::Io {
+        path: out.join("bench.md").display().to_string(),
         source,
     })?;
-    let png = a.out.join("bench.png");
+    let png = out.join("bench.png");
     match report.write_plot(&png, 1200, 900) {
         Ok(()) => eprintln!(
             "wrote {}, bench.md and bench.png",
-            a.out.join("bench.json").display()
+            out.join("bench.json").display()
         ),
         // Only infinite rates: nothing to plot, the JSON and table still stand.
         Err(vpd_bench::report::ReportError::Empty) => eprintln!("no finite request rate: no plot"),

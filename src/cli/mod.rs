@@ -1,5 +1,6 @@
 //! The `vpd` command line: argument parsing, validation and printing. No model logic here.
 mod bench;
+mod bench_http;
 mod demo;
 mod engines;
 mod generate;
@@ -28,7 +29,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Write a random-weight Hugging Face checkpoint at a real Llama shape.
     MakeModel(make_model::MakeModelArgs),
-    /// The in-process load benchmark: ShareGPT at Poisson rates under each policy (`make run`).
+    /// The load benchmark: ShareGPT at Poisson rates under each policy in process (`make run`),
+    /// or against an OpenAI-compatible server with --url.
     Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
