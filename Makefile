@@ -8,10 +8,13 @@ CARGO ?= cargo
 
 .PHONY: run test deps sys-deps cuda assets sdk fixtures clean-assets
 
-# The in-process load benchmark on the embedded default (SmolLM2-135M on the CPU): the four
-# policies over a short Poisson sweep; prints the table, writes JSON/Markdown/PNG to bench-out/.
+# The main job on the embedded default (SmolLM2-135M on the CPU), tools/run.sh: (1) the
+# in-process load benchmark, the four policies over a short Poisson sweep; (2) `vpd serve` on a
+# free loopback port and `vpd bench --url` against it over streaming HTTP. Each prints its
+# table and writes JSON/Markdown/PNG (bench-out/, bench-out/http/).
 run: deps
-	$(CARGO) run --release --bin vpd -- bench --num-prompts 12 --request-rates 0.5,2 --max-output 32 --out bench-out
+	$(CARGO) build --release --bin vpd
+	bash tools/run.sh
 
 test: deps sdk
 	$(CARGO) test --workspace --all-targets

@@ -190,7 +190,7 @@ pub fn write_random_checkpoint(
         offset += bytes;
     }
     let mut header = serde_json::to_vec(&header).unwrap_or_default();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let path = out.join("model.safetensors");

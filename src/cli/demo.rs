@@ -55,7 +55,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     for (i, prompt) in prompts.iter().enumerate() {
         let prompt_ids = encode_prompt(tok, prompt, true)?;
         let mut engine = cpu_engine(&model, prompt_ids.len() + a.max_new_tokens, 1)?;
-        let req = GenerateRequest { prompt_ids, max_new_tokens: a.max_new_tokens, sampling: sampling.clone(), ignore_eos: false };
+        let req = GenerateRequest { prompt_ids, max_new_tokens: a.max_new_tokens, sampling, ignore_eos: false };
         let out = engine.generate(&req)?;
         let text = tok.decode(&out.token_ids, true)?;
         println!("--- prompt {} ({} tokens) ---\n{}\n--- reply ({} tokens, {:?}) ---\n{}\n", i + 1, req.prompt_ids.len(), prompt.trim(), out.token_ids.len(), out.finish_reason, text.trim());

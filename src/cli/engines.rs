@@ -26,7 +26,7 @@ pub enum BackendKind {
 
 /// A target model: loaded from a path, or random at a preset shape.
 pub enum ModelSource {
-    Loaded(Model),
+    Loaded(Box<Model>),
     Random(Preset),
 }
 
@@ -48,7 +48,7 @@ impl ModelSource {
     pub fn open(spec: &Path) -> Result<Self> {
         match spec.to_str().and_then(|s| s.strip_prefix("random:")) {
             Some(name) => Ok(Self::Random(preset(name, "model")?)),
-            None => Ok(Self::Loaded(Model::load(spec)?)),
+            None => Ok(Self::Loaded(Box::new(Model::load(spec)?))),
         }
     }
 
@@ -219,7 +219,7 @@ mod cuda {
                 Some(Box::new(ModelDrafter::new(format!("layer-skip:{k}"), b, *k)?))
             }
             Some(DraftChoice::Spec(DraftSpec::Model(path))) => {
-                let m = ModelSource::Loaded(Model::load(path)?);
+                let m = ModelSource::Loaded(Box::new(Model::load(path)?));
                 let layers = m.config().num_hidden_layers;
                 let b = backend(&m, draft_blocks, block_size)?;
                 Some(Box::new(ModelDrafter::new(format!("model:{}", path.display()), b, layers)?))

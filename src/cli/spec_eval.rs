@@ -67,7 +67,7 @@ pub fn run(a: SpecEvalArgs) -> Result<()> {
     let mut total = SpecStats::default();
     let (mut spec_s, mut plain_s, mut speed_tokens_spec, mut speed_tokens_plain) = (0.0, 0.0, 0usize, 0usize);
     for (i, prompt) in prompts.iter().enumerate() {
-        let req = GenerateRequest { prompt_ids: prompt.clone(), max_new_tokens: a.max_new_tokens, sampling: sampling.clone(), ignore_eos: false };
+        let req = GenerateRequest { prompt_ids: prompt.clone(), max_new_tokens: a.max_new_tokens, sampling, ignore_eos: false };
         let engine = cpu_engine(&model, max_tokens, 1)?;
         let (blocks, _) = engine.backend().kv_geometry();
         let drafter = cpu_drafter(&draft, &model, blocks + opts.tree.map_or(0, |t| t.budget.div_ceil(BLOCK_SIZE)) + 1, BLOCK_SIZE)?;

@@ -593,7 +593,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
     fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<&[f32]>, t: f64) -> Result<()> {
         let r = &mut self.reqs[id];
         let drafted = p.tree.len();
-        let sampling = r.req.sampling.clone();
+        let sampling = r.req.sampling;
         let (k, emitted) = if let Some(acc) = &mut r.accept {
             // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
             let k = acc.verify(drafted);

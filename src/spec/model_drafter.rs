@@ -190,7 +190,7 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                 }
                 let row_idx = f.map_or(0, |n| n + 1);
                 let (children, q) = draw_children(&row_of[row_idx], shape.width.min(left), query.sampling, sampler);
-                let probs = q.clone().unwrap_or_else(|| processed_probs(&row_of[row_idx], &SamplingParams { temperature: 1.0, ..query.sampling.clone() }));
+                let probs = q.clone().unwrap_or_else(|| processed_probs(&row_of[row_idx], &SamplingParams { temperature: 1.0, ..*query.sampling }));
                 q_rows[row_idx] = q;
                 let parent_lp = f.map_or(0.0, |n| path_logp[n]);
                 for c in children {

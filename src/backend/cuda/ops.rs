@@ -168,10 +168,10 @@ impl HeadShape {
     /// Shapes the kernels do not take: odd or > 256 head_dim, heads not a multiple of kv heads.
     pub fn check(&self) -> Result<()> {
         let s = format!("heads {} / kv heads {} / head_dim {}", self.n_heads, self.n_kv_heads, self.head_dim);
-        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > MAX_HEAD_DIM {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > MAX_HEAD_DIM {
             return Err(shape_err("attention", format!("{s}: head_dim must be even and at most {MAX_HEAD_DIM}")));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(shape_err("attention", format!("{s}: heads must be a multiple of kv heads")));
         }
         Ok(())
@@ -344,7 +344,7 @@ fn gqa_smem(shape: HeadShape, max_tree: usize) -> u32 {
 pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
     let d = shape.head_dim;
     let g = shape.n_heads / shape.n_kv_heads.max(1);
-    let ok = d % 8 == 0 && (d / 8).is_power_of_two() && d <= MAX_HEAD_DIM && (1..=MAX_GQA_GROUP).contains(&g);
+    let ok = d.is_multiple_of(8) && (d / 8).is_power_of_two() && d <= MAX_HEAD_DIM && (1..=MAX_GQA_GROUP).contains(&g);
     if ok && gqa_smem(shape, max_tree) <= SMEM_DEFAULT {
         AttnPath::Gqa
     } else {
