@@ -144,7 +144,7 @@ impl BlockManager {
     /// shared blocks are never written again (new tokens go to new blocks).
     fn needs_cow(&self, s: &SeqState, n: usize) -> bool {
         n > 0
-            && s.len % self.block_size != 0
+            && !s.len.is_multiple_of(self.block_size)
             && s.blocks
                 .last()
                 .is_some_and(|&b| self.ref_counts[b as usize] > 1)
