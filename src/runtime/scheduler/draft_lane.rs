@@ -41,7 +41,10 @@ pub(crate) enum DraftMsg {
 pub(crate) struct Drafted {
     pub jobs: Vec<(usize, u64, Sampler)>,
     pub result: Result<Vec<Proposal>>,
+    /// Wall time of the whole proposal: `steps` sequential draft forwards.
     pub secs: f64,
+    /// The longest draft asked for, i.e. the number of draft steps the batch took.
+    pub steps: usize,
 }
 
 pub(crate) enum LaneEvent {
@@ -103,9 +106,11 @@ fn propose(drafter: &mut dyn Drafter, jobs: Vec<DraftJob>) -> Drafted {
     let t0 = Instant::now();
     let result = drafter.propose(&queries, &mut samplers);
     let secs = t0.elapsed().as_secs_f64();
+    let steps = jobs.iter().map(|j| j.len).max().unwrap_or(1).max(1);
     Drafted {
         jobs: jobs.iter().zip(samplers).map(|(j, s)| (j.id, j.epoch, s)).collect(),
         result,
         secs,
+        steps,
     }
 }

@@ -140,7 +140,9 @@ impl<B: Backend> Runtime<'_, '_, B> {
             self.reqs[id].draft = s;
         }
         if let Some(c) = &mut self.controller {
-            c.observe_draft_step(ids.len(), dt);
+            // The cost model wants one draft step; a chain of L tokens took L of them.
+            let steps = lens.iter().copied().max().unwrap_or(1).max(1);
+            c.observe_draft_step(ids.len(), dt / steps as f64);
         }
         result
     }
@@ -208,7 +210,8 @@ impl<B: Backend> Runtime<'_, '_, B> {
             self.drafts_in_flight -= 1;
             self.out.lane_steps[0] += 1;
             if let Some(c) = &mut self.controller {
-                c.observe_draft_step(done.jobs.len(), done.secs);
+                // The cost model wants one draft step; a chain of L tokens took L of them.
+                c.observe_draft_step(done.jobs.len(), done.secs / done.steps as f64);
             }
             let proposals = done.result?;
             for ((id, epoch, sampler), p) in done.jobs.into_iter().zip(proposals) {
