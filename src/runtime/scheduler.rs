@@ -80,7 +80,7 @@ pub struct Runtime<'e, 'd, B: Backend> {
     shared: Option<Arc<Shared>>,
     /// The decode lane's drafting thread (three-lane policies with a drafter, while serving).
     lane: Option<draft_lane::LaneHandle>,
-    /// Draft batches out on the decode lane's thread.
+    /// Draft jobs (requests) out on the decode lane's thread.
     drafts_in_flight: usize,
     /// Requests whose lane draft came back empty: they take a plain decode step.
     plain_ready: Vec<usize>,

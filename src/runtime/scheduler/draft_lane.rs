@@ -69,23 +69,58 @@ pub(crate) fn queues(max_running: usize) -> (LaneHandle, Receiver<DraftMsg>, Sen
 }
 
 /// The thread's loop: runs until the serving thread drops its sender.
+///
+/// Every wake-up drains the whole queue and drafts everything asked for in **one** batch:
+/// requests return from verification group by group, and drafting each group alone would
+/// cost a full weight read per draft step per group (draft steps are bound by bandwidth, so
+/// a batch of 32 costs about what a batch of 1 does). Bookkeeping messages are applied in
+/// order before the batch runs; that is safe because a sequence has at most one draft in
+/// flight and its `Begin`/`Rollback` always precede it, and an `End` for a sequence with a
+/// queued job cancels the job (it comes back as an empty draft, which the serving thread
+/// drops as stale).
 pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sender<LaneEvent>) {
     super::super::service::pin_to_core(1, "decode lane");
-    for msg in rx {
-        let event = match msg {
-            DraftMsg::Begin(seq) => drafter.begin(seq).err().map(|e| LaneEvent::Fault(format!("draft lane: begin: {e}"))),
-            DraftMsg::Rollback { seq, committed } => drafter
-                .rollback(seq, committed)
-                .err()
-                .map(|e| LaneEvent::Fault(format!("draft lane: rollback: {e}"))),
-            DraftMsg::End(seq) => {
-                drafter.end(seq);
-                None
+    while let Ok(first) = rx.recv() {
+        let mut jobs: Vec<DraftJob> = Vec::new();
+        let mut cancelled: Vec<DraftJob> = Vec::new();
+        for msg in std::iter::once(first).chain(rx.try_iter()) {
+            let fault = match msg {
+                DraftMsg::Begin(seq) => drafter.begin(seq).err().map(|e| format!("draft lane: begin: {e}")),
+                DraftMsg::Rollback { seq, committed } => {
+                    drafter.rollback(seq, committed).err().map(|e| format!("draft lane: rollback: {e}"))
+                }
+                DraftMsg::End(seq) => {
+                    let (gone, keep): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.seq == seq);
+                    jobs = keep;
+                    cancelled.extend(gone);
+                    drafter.end(seq);
+                    None
+                }
+                DraftMsg::Propose(more) => {
+                    jobs.extend(more);
+                    None
+                }
+            };
+            if let Some(why) = fault {
+                if tx.send(LaneEvent::Fault(why)).is_err() {
+                    return;
+                }
             }
-            DraftMsg::Propose(jobs) => Some(LaneEvent::Drafted(propose(drafter, jobs))),
-        };
-        if let Some(ev) = event {
-            if tx.send(ev).is_err() {
+        }
+        let mut batches = Vec::new();
+        if !cancelled.is_empty() {
+            batches.push(Drafted {
+                result: Ok(cancelled.iter().map(|_| Proposal::empty()).collect()),
+                jobs: cancelled.into_iter().map(|j| (j.id, j.epoch, j.sampler)).collect(),
+                secs: 0.0,
+                steps: 0,
+            });
+        }
+        if !jobs.is_empty() {
+            batches.push(propose(drafter, jobs));
+        }
+        for b in batches {
+            if tx.send(LaneEvent::Drafted(b)).is_err() {
                 return;
             }
         }

@@ -168,8 +168,9 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 sampler: std::mem::replace(&mut r.draft, vpd_sampling::Sampler::new(0)),
             });
         }
+        let n = jobs.len();
         self.send_lane(DraftMsg::Propose(jobs))?;
-        self.drafts_in_flight += 1;
+        self.drafts_in_flight += n;
         Ok(())
     }
 
@@ -207,11 +208,13 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 LaneEvent::Fault(why) => return Err(internal(why)),
                 LaneEvent::Drafted(d) => d,
             };
-            self.drafts_in_flight -= 1;
-            self.out.lane_steps[0] += 1;
-            if let Some(c) = &mut self.controller {
-                // The cost model wants one draft step; a chain of L tokens took L of them.
-                c.observe_draft_step(done.jobs.len(), done.secs / done.steps as f64);
+            self.drafts_in_flight -= done.jobs.len();
+            if done.steps > 0 {
+                self.out.lane_steps[0] += 1;
+                if let Some(c) = &mut self.controller {
+                    // The cost model wants one draft step; a chain of L tokens took L of them.
+                    c.observe_draft_step(done.jobs.len(), done.secs / done.steps as f64);
+                }
             }
             let proposals = done.result?;
             for ((id, epoch, sampler), p) in done.jobs.into_iter().zip(proposals) {
