@@ -85,52 +85,92 @@ static __device__ uint64_t block_reduce_u64(uint64_t v) {
     return r;
 }
 
+constexpr uint32_t UNROLL = 8;  // independent loads in flight per thread
+
 // Index of the best key in a row: the first maximum, NaN = -inf (= vpd_sampling::argmax).
 static __device__ uint32_t block_argmax(const float *x, uint32_t n) {
     uint64_t best = 0;
-    for (uint32_t i = threadIdx.x; i < n; i += SAMPLING_THREADS) best = max(best, key64(x[i], i));
+    for (uint32_t i0 = threadIdx.x; i0 < n; i0 += SAMPLING_THREADS * UNROLL) {
+        float v[UNROLL];
+#pragma unroll
+        for (uint32_t u = 0; u < UNROLL; ++u) {
+            const uint32_t i = i0 + u * SAMPLING_THREADS;
+            v[u] = i < n ? x[i] : -INFINITY;
+        }
+#pragma unroll
+        for (uint32_t u = 0; u < UNROLL; ++u) {
+            const uint32_t i = i0 + u * SAMPLING_THREADS;
+            if (i < n) best = max(best, key64(v[u], i));
+        }
+    }
     return 0xffffffffu - static_cast<uint32_t>(block_reduce_u64<true>(best));
 }
 
+// Exclusive prefix sum over the block in thread order.
+static __device__ uint64_t block_excl_scan_u64(uint64_t v) {
+    __shared__ uint64_t s[NWARPS];
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint64_t inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint64_t y = __shfl_up_sync(FULL, inc, o);
+        if (lane >= static_cast<uint32_t>(o)) inc += y;
+    }
+    __syncthreads();  // s may still be read by a previous call
+    if (lane == 31) s[warp] = inc;
+    __syncthreads();
+    uint64_t before = 0;
+    for (uint32_t w = 0; w < warp; ++w) before += s[w];
+    return before + inc - v;
+}
+
 // Inverse-CDF pick: the first i (id order) whose inclusive prefix of m(i) exceeds
-// floor(bits * total / 2^64); NONE when the total is 0. Each warp owns a contiguous segment
-// (coalesced reads); only the warp holding the target rescans its segment.
+// floor(bits * total / 2^64); NONE when the total is 0. Pass 1: each warp sums a contiguous
+// segment (coalesced, UNROLL loads in flight). Pass 2: the whole block splits the segment
+// holding the target into per-thread runs, scans their sums, and one thread walks its run.
 template <class M>
 static __device__ uint32_t block_pick(const M &m, uint32_t n, uint64_t bits) {
     __shared__ uint64_t wsum[NWARPS];
     __shared__ uint32_t found;
     const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint32_t seg = (n + NWARPS - 1) / NWARPS;
-    const uint32_t lo = min(warp * seg, n), hi = min(lo + seg, n);
-    uint64_t s = 0;
-    for (uint32_t i = lo + lane; i < hi; i += 32) s += m(i);
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
-    __syncthreads();  // wsum and found may still be read by a previous call
-    if (lane == 0) wsum[warp] = s;
-    if (threadIdx.x == 0) found = NONE;
-    __syncthreads();
-    uint64_t total = 0, excl = 0;
-    for (uint32_t w = 0; w < NWARPS; ++w) {
-        if (w == warp) excl = total;
-        total += wsum[w];
+    {
+        const uint32_t lo = min(warp * seg, n), hi = min(lo + seg, n);
+        uint64_t s = 0;
+        for (uint32_t i0 = lo + lane; i0 < hi; i0 += 32 * UNROLL) {
+            uint64_t v[UNROLL];
+#pragma unroll
+            for (uint32_t u = 0; u < UNROLL; ++u) {
+                const uint32_t i = i0 + 32 * u;
+                v[u] = i < hi ? m(i) : 0;
+            }
+#pragma unroll
+            for (uint32_t u = 0; u < UNROLL; ++u) s += v[u];
+        }
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
+        __syncthreads();  // wsum and found may still be read by a previous call
+        if (lane == 0) wsum[warp] = s;
+        if (threadIdx.x == 0) found = NONE;
+        __syncthreads();
     }
-    if (total > 0) {
-        const uint64_t t = __umul64hi(bits, total);
-        if (excl <= t && t < excl + wsum[warp]) {
-            uint64_t cum = excl;
-            for (uint32_t base = lo; base < hi; base += 32) {
-                const uint32_t i = base + lane;
-                uint64_t inc = i < hi ? m(i) : 0;
-                for (int o = 1; o < 32; o <<= 1) {
-                    const uint64_t y = __shfl_up_sync(FULL, inc, o);
-                    if (lane >= static_cast<uint32_t>(o)) inc += y;
-                }
-                const unsigned hit = __ballot_sync(FULL, cum + inc > t);
-                if (hit) {
-                    if (lane == static_cast<uint32_t>(__ffs(hit) - 1)) found = i;
+    uint64_t total = 0;
+    for (uint32_t w = 0; w < NWARPS; ++w) total += wsum[w];
+    if (total > 0) {  // block-uniform
+        uint64_t t = __umul64hi(bits, total);
+        uint32_t owner = 0;
+        while (owner + 1 < NWARPS && t >= wsum[owner]) t -= wsum[owner++];  // t < wsum[owner] now
+        const uint32_t lo = min(owner * seg, n), hi = min(lo + seg, n);
+        const uint32_t run = (seg + SAMPLING_THREADS - 1) / SAMPLING_THREADS;
+        const uint32_t a = min(lo + threadIdx.x * run, hi), b = min(a + run, hi);
+        uint64_t s = 0;
+        for (uint32_t i = a; i < b; ++i) s += m(i);
+        uint64_t cum = block_excl_scan_u64(s);
+        if (cum <= t && t < cum + s) {
+            for (uint32_t i = a; i < b; ++i) {
+                cum += m(i);
+                if (cum > t) {
+                    found = i;
                     break;
                 }
-                cum += __shfl_sync(FULL, inc, 31);
             }
         }
     }
@@ -153,13 +193,21 @@ static __device__ uint64_t radix_select(const float *x, uint32_t n, uint64_t cut
             ws[b] = 0;
         }
         __syncthreads();
-        for (uint32_t i = threadIdx.x; i < n; i += SAMPLING_THREADS) {
-            const uint64_t k = key64(x[i], i);
-            if (k >= cut && (k & mask) == prefix) {
-                const uint32_t bin = static_cast<uint32_t>(k >> (8 * d)) & 255u;
-                atomicAdd(&cnt[bin], 1u);
-                const uint64_t w = wt(i);
-                if (w) atomicAdd(&ws[bin], static_cast<unsigned long long>(w));
+        // Warp-aggregated histogram: lanes with the same bin add once (the top digits are
+        // shared by most of the vocabulary, so plain shared atomics would serialise).
+        for (uint32_t i0 = 0; i0 < n; i0 += SAMPLING_THREADS) {
+            const uint32_t i = i0 + threadIdx.x;
+            const uint64_t k = i < n ? key64(x[i], i) : 0;
+            const bool cand = i < n && k >= cut && (k & mask) == prefix;
+            const uint32_t bin = cand ? static_cast<uint32_t>(k >> (8 * d)) & 255u : 256u;
+            const uint64_t w = cand ? wt(i) : 0;  // <= 2^44: two 22-bit halves sum exactly in u32
+            const unsigned peers = __match_any_sync(FULL, bin);
+            const uint32_t whi = __reduce_add_sync(peers, static_cast<uint32_t>(w >> 22));
+            const uint32_t wlo = __reduce_add_sync(peers, static_cast<uint32_t>(w & 0x3fffffu));
+            if (cand && (threadIdx.x & 31) == static_cast<uint32_t>(__ffs(peers) - 1)) {
+                atomicAdd(&cnt[bin], static_cast<uint32_t>(__popc(peers)));
+                const uint64_t sum = (static_cast<uint64_t>(whi) << 22) + wlo;
+                if (sum) atomicAdd(&ws[bin], static_cast<unsigned long long>(sum));
             }
         }
         __syncthreads();
@@ -188,12 +236,12 @@ static __device__ uint64_t radix_select(const float *x, uint32_t n, uint64_t cut
     return prefix;
 }
 
-struct Weight {  // softmax numerator exp(x/T - max/T), with +inf logits sharing the mass
+struct Weight {  // softmax numerator exp(x·(1/T) - max·(1/T)), +inf logits sharing the mass
     const float *x;
-    float t, zm;
+    float inv_t, zm;
     __device__ float operator()(uint32_t i) const {
         const float v = x[i];
-        const float z = isnan(v) ? -INFINITY : __fdiv_rn(v, t);
+        const float z = isnan(v) ? -INFINITY : __fmul_rn(v, inv_t);
         if (zm == INFINITY) return z == INFINITY ? 1.f : 0.f;
         return exp_det(__fsub_rn(z, zm));
     }
@@ -208,7 +256,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) sample_kernel(
     const float xm = x[best];
     uint32_t tok = best;
     if (t > 0.f && !isnan(xm) && xm != -INFINITY) {
-        const Weight w{x, t, __fdiv_rn(xm, t)};
+        const float inv_t = __fdiv_rn(1.f, t);
+        const Weight w{x, inv_t, __fmul_rn(xm, inv_t)};
         const auto mass = [&](uint32_t i) { return fx(w(i)); };
         uint64_t cut = 0;  // keep keys >= cut; every key64 is > 0
         const uint32_t k = p.top_k[row];

@@ -35,8 +35,9 @@ fn bench(c: &mut Criterion) {
     let name = format!("cuda_{}", dev.name.replace(' ', "_"));
     let ratio = |secs: f64, bytes: f64| secs / (bytes / (ceiling * 1e9));
 
-    // Rejection sampling; two draft sets: the drafted tokens (mostly accepted: draft = target),
-    // and random tokens (mostly rejected at position 0: residual over the whole row).
+    // Rejection sampling with drafted tokens uniform at random over the vocabulary and nearly
+    // flat p and q (weights e^x, x in [-1, 1)): acceptance is mixed, so most rows read one p row
+    // and one q row for the residual and some read p_L for the bonus.
     let target = dev.upload(&probs(b * (l + 1), v, 1)).unwrap();
     let draft = dev.upload(&probs(b * l, v, 2)).unwrap();
     let seeds = dev.upload(&(0..b as u64).collect::<Vec<_>>()).unwrap();

@@ -131,9 +131,15 @@ pub fn sampling_masses(logits: &[f32], p: &SamplingParams) -> Option<Vec<u64>> {
     if xm == f32::NEG_INFINITY {
         return None;
     }
-    let zm = xm / t;
+    // Multiplying by 1/T (one division per row) keeps the kernel's per-token work cheap.
+    let inv_t = 1.0 / t;
+    let zm = xm * inv_t;
     let w = |x: f32| -> f32 {
-        let z = if x.is_nan() { f32::NEG_INFINITY } else { x / t };
+        let z = if x.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            x * inv_t
+        };
         if zm == f32::INFINITY {
             f32::from(u8::from(z == f32::INFINITY))
         } else {
