@@ -53,7 +53,7 @@ const POLY: [u32; 5] = [
 /// `e^d` for `d <= 0`, bit-identical to the kernel's `exp_det`. Returns 0 below -32 (where the
 /// fixed-point mass would be 0 anyway) and for NaN.
 pub fn exp_det(d: f32) -> f32 {
-    if !(d > -32.0) {
+    if d.is_nan() || d <= -32.0 {
         return 0.0;
     }
     let f = f32::from_bits;
@@ -119,7 +119,7 @@ pub fn argmax_key(row: &[f32]) -> u32 {
 /// top-k, then top-p, zero outside the kept set. `None` for greedy (or no finite logit).
 pub fn sampling_masses(logits: &[f32], p: &SamplingParams) -> Option<Vec<u64>> {
     let t = p.temperature;
-    if logits.is_empty() || !(t > 0.0) {
+    if logits.is_empty() || t.is_nan() || t <= 0.0 {
         return None;
     }
     let best = logits[argmax_key(logits) as usize];
