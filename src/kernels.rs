@@ -53,5 +53,11 @@ mod tests {
         assert_eq!(size_of::<PagedAttnParams>(), 128);
         assert_eq!(offset_of!(KvCopyParams, plane), 32);
         assert_eq!(size_of::<SwigluParams>(), 24);
+        assert_eq!(offset_of!(SampleParams, offset), 48);
+        assert_eq!(offset_of!(SampleParams, vocab), 60);
+        assert_eq!(size_of::<SampleParams>(), 64);
+        assert_eq!(offset_of!(ChainVerifyParams, offset), 56);
+        assert_eq!(offset_of!(ChainVerifyParams, max_draft), 72);
+        assert_eq!(size_of::<ChainVerifyParams>(), 80);
     }
 }

@@ -107,4 +107,39 @@ typedef struct FillRandomParams {
     float offset;
 } FillRandomParams;
 
+/* Fused sampling (sampling.cu, sample_kernel), one block per row: temperature, top-k, top-p,
+ * softmax and an inverse-CDF draw with Philox4x32-10 for (seed[r], offset, r, 0); greedy
+ * (temperature <= 0) is argmax. Arithmetic: vpd_sampling::kernel_ref (fixed-point masses), so
+ * the CPU reproduces every token. */
+typedef struct SampleParams {
+    const float *logits;      /* [rows, vocab] f32 */
+    const float *temperature; /* [rows] <= 0 or NaN: greedy */
+    const uint32_t *top_k;    /* [rows] 0 or >= vocab: off */
+    const float *top_p;       /* [rows] >= 1 or NaN: off */
+    const uint64_t *seed;     /* [rows] Philox key of each row */
+    uint32_t *out;            /* [rows] sampled token */
+    uint64_t offset;          /* Philox counter offset of this step (advance it per step) */
+    uint32_t rows;
+    uint32_t vocab;           /* 1 ..= 2^20 (checked on the host) */
+} SampleParams;
+
+/* Chain speculative verification (sampling.cu): row r has L = min(num_drafts[r], max_draft)
+ * drafts. chain_verify_kernel accepts draft i with probability min(1, p_i(x)/q_i(x)) (Philox
+ * word 0 of (seed[r], offset, r, i)), draws the first rejection from norm(max(0, p_i - q_i)) and
+ * the bonus from p_L (words 2-3). chain_verify_greedy_kernel reads logits in `target`, ignores
+ * `draft` and `seed`, and accepts while x_i == argmax. A draft token >= vocab is rejected. */
+typedef struct ChainVerifyParams {
+    const float *target;          /* [rows, max_draft + 1, vocab] processed target probs p (greedy: logits) */
+    const float *draft;           /* [rows, max_draft, vocab] drafter probs q (greedy: unused, may be NULL) */
+    const uint32_t *draft_tokens; /* [rows, max_draft] */
+    const uint32_t *num_drafts;   /* [rows] L of each row */
+    const uint64_t *seed;         /* [rows] (greedy: unused, may be NULL) */
+    uint32_t *accepted;           /* [rows] accepted drafts */
+    uint32_t *out_tokens;         /* [rows, max_draft + 1]: accepted drafts, then the next token */
+    uint64_t offset;
+    uint32_t rows;
+    uint32_t vocab;               /* 1 ..= 2^20 */
+    uint32_t max_draft;           /* row stride, 0 ..= 16 */
+} ChainVerifyParams;
+
 #endif

@@ -6,10 +6,13 @@
 //! top-k distribution (Holtzman et al., 2020, "The Curious Case of Neural Text
 //! Degeneration"). Draws use inverse-CDF sampling with one uniform from a seeded ChaCha
 //! stream, so a `(seed, logits)` sequence is reproducible across runs and platforms,
-//! which speculative-decoding verification relies on.
+//! which speculative-decoding verification relies on. [`kernel_ref`] is the same math in
+//! the fixed-point, Philox-driven form of the CUDA kernels, for token-exact GPU checks.
 #![forbid(unsafe_code)]
 
+pub mod kernel_ref;
 mod params;
+pub mod philox;
 mod probs;
 mod sampler;
 pub mod speculative;

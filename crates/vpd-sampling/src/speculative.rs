@@ -165,7 +165,7 @@ pub fn one_hot(vocab: usize, token: u32) -> Vec<f32> {
 }
 
 /// Checks row counts, a common vocabulary size and token ranges; returns the vocab size.
-fn check_chain(
+pub(crate) fn check_chain(
     target: &[&[f32]],
     draft: Option<&[&[f32]]>,
     drafts: &[u32],
@@ -212,8 +212,16 @@ fn check_chain(
 
 /// Every drafted token must index the vocabulary; names the first that does not.
 pub(crate) fn check_tokens(tokens: &[u32], vocab: usize) -> Result<(), SpecError> {
-    match tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
-        Some((index, &token)) => Err(SpecError::TokenOutOfRange { index, token, vocab }),
+    match tokens
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= vocab)
+    {
+        Some((index, &token)) => Err(SpecError::TokenOutOfRange {
+            index,
+            token,
+            vocab,
+        }),
         None => Ok(()),
     }
 }

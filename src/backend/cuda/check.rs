@@ -34,7 +34,7 @@ pub struct CheckRow {
 }
 
 impl CheckRow {
-    fn new(name: &str, size: String, err: f64, tol: f64) -> Self {
+    pub(crate) fn new(name: &str, size: String, err: f64, tol: f64) -> Self {
         // NaN never passes (an unwritten, poisoned output).
         Self { name: name.into(), size, err, tol, pass: err.is_finite() && err <= tol }
     }
@@ -175,6 +175,7 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
     rows.extend(rope_checks(dev, &mut rng)?);
     rows.extend(attention_checks(dev, &mut rng)?);
     rows.extend(kv_copy_checks(dev, &mut rng)?);
+    rows.extend(super::sampling_check::sampling_checks(dev, seed)?);
     Ok(rows)
 }
 

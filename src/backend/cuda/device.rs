@@ -80,6 +80,9 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("attention", "paged_attn_gqa8_kernel"),
     ("init", "fill_random_bf16_kernel"),
     ("kv_copy", "kv_copy_kernel"),
+    ("sampling", "sample_kernel"),
+    ("sampling", "chain_verify_kernel"),
+    ("sampling", "chain_verify_greedy_kernel"),
 ];
 
 impl Device {

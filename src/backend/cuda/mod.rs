@@ -11,11 +11,14 @@
 //! bf16 weights on the device for performance runs at full model shapes.
 //!
 //! Later work, not here yet: per-lane streams with priorities and green contexts, graph
-//! buckets by batch size in the engine, fused sampling and rejection sampling kernels.
+//! buckets by batch size in the engine, tree rejection sampling on the device ([`sampling`]
+//! has the fused sampler and chain verification).
 pub mod check;
 pub mod device;
 pub mod ops;
 pub mod plan;
+pub mod sampling;
+pub mod sampling_check;
 
 use std::sync::Arc;
 

@@ -33,18 +33,18 @@ pub const MAX_TREE: usize = 4096;
 pub const MAX_HEAD_DIM: usize = 256;
 const ATTN_WARPS: u32 = 4;
 
-fn shape_err(op: &'static str, shape: String) -> EngineError {
+pub(crate) fn shape_err(op: &'static str, shape: String) -> EngineError {
     EngineError::UnsupportedShape { op, shape }
 }
 
-fn check_len<T>(op: &'static str, what: &str, s: &CudaSlice<T>, need: usize) -> Result<()> {
+pub(crate) fn check_len<T>(op: &'static str, what: &str, s: &CudaSlice<T>, need: usize) -> Result<()> {
     if s.len() < need {
         return Err(EngineError::Backend(format!("{op}: buffer `{what}` holds {} elements, needs {need}", s.len())));
     }
     Ok(())
 }
 
-fn launch<P: DeviceRepr>(dev: &Device, name: &'static str, cfg: LaunchConfig, p: P) -> Result<()> {
+pub(crate) fn launch<P: DeviceRepr>(dev: &Device, name: &'static str, cfg: LaunchConfig, p: P) -> Result<()> {
     if cfg.grid_dim.0 == 0 || cfg.grid_dim.1 == 0 || cfg.grid_dim.2 == 0 {
         return Ok(());
     }
@@ -57,7 +57,7 @@ fn launch<P: DeviceRepr>(dev: &Device, name: &'static str, cfg: LaunchConfig, p:
     Ok(())
 }
 
-fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
+pub(crate) fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem }
 }
 
