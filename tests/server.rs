@@ -187,7 +187,7 @@ fn overload_gets_429_and_every_admitted_request_completes() {
 }
 
 #[test]
-fn a_disconnected_stream_is_aborted_and_its_blocks_freed() {
+fn a_disconnected_client_is_aborted_and_its_blocks_freed() {
     // SmolLM2 on the CPU is slow enough that the request is still running when the client
     // hangs up; the drafter puts it through draft/verify hand-offs too.
     let model = common::smollm2_path();
@@ -215,6 +215,19 @@ fn a_disconnected_stream_is_aborted_and_its_blocks_freed() {
         }
         assert_eq!(aborted().await, 1.0);
         assert!(metric(&c, &s, "vpd:generation_tokens_total").await < 500.0);
+
+        // A non-streaming client that gives up: hyper drops the handler, which cancels too.
+        let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(700)).build().unwrap();
+        let body = json!({"prompt": "give up on me", "max_tokens": 500, "ignore_eos": true}).to_string();
+        assert!(impatient.post(s.url("/v1/completions")).body(body).send().await.is_err());
+        for _ in 0..400 {
+            if aborted().await >= 2.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(aborted().await, 2.0);
+        assert!(metric(&c, &s, "vpd:generation_tokens_total").await < 1000.0);
         assert_eq!(metric(&c, &s, "vpd:kv_cache_used_blocks").await, 0.0);
         assert_eq!(metric(&c, &s, "vpd:num_requests_running").await, 0.0);
     });
