@@ -58,6 +58,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// A graph ready to replay on the stream it was captured on, with that stream for timing.
 struct Graph {
     g: StepGraph,
+    /// The plans' device buffers the graph reads: they must live as long as the graph.
+    _steps: Vec<PreparedStep>,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -71,7 +73,7 @@ fn capture(be: &mut CudaBackend, plans: &[(&StepPlan, usize)], which: usize) -> 
     be.read_logits(&steps[which])?;
     let g = be.capture_step(&steps[which])?;
     let (stream, ctx) = (be.device().stream.clone(), be.device().ctx.clone());
-    Ok(Graph { g, stream, ctx })
+    Ok(Graph { g, _steps: steps, stream, ctx })
 }
 
 /// Events after each of `n` back-to-back replays of `g` (the first event before the first).
