@@ -217,7 +217,13 @@ fn main() {
     };
     let base = rows[0].solo_lane;
     let mut modes: Vec<(String, Result<Lanes>)> = vec![("priorities".into(), Lanes::streams(&dev, "asked for"))];
-    for sms in [32u32, 48, 64] {
+    // Decode partition sizes (SMs): VPD_DECODE_SMS=32,48,64 (default 32,48,64,72,80,96).
+    let sizes: Vec<u32> = std::env::var("VPD_DECODE_SMS")
+        .unwrap_or_else(|_| "32,48,64,72,80,96".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for sms in sizes {
         let t0 = Instant::now();
         let l = Lanes::green(&dev, sms);
         println!("{card}: Lanes::green({sms}) took {:.2} ms: {:?}", t0.elapsed().as_secs_f64() * 1e3, l.as_ref().map(|l| &l.isolation));
