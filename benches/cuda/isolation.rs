@@ -226,7 +226,11 @@ fn main() {
     for sms in sizes {
         let t0 = Instant::now();
         let l = Lanes::green(&dev, sms);
-        println!("{card}: Lanes::green({sms}) took {:.2} ms: {:?}", t0.elapsed().as_secs_f64() * 1e3, l.as_ref().map(|l| &l.isolation));
+        println!(
+            "{card}: Lanes::green({sms}) took {:.2} ms: {:?}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            l.as_ref().map(|l| &l.isolation)
+        );
         modes.push((format!("green {sms}+{}", dev.sm_count - sms), l));
     }
     for (mode, lanes) in modes {
@@ -238,8 +242,12 @@ fn main() {
             }
         };
         if let Isolation::StreamPriorities { reason } = &lanes.isolation {
-            println!("{mode}: plain streams, priorities decode {} / verify {} / prefill {} ({reason})",
-                lanes.decode.priority(), lanes.verify.priority(), lanes.prefill.priority());
+            println!(
+                "{mode}: plain streams, priorities decode {} / verify {} / prefill {} ({reason})",
+                lanes.decode.priority(),
+                lanes.verify.priority(),
+                lanes.prefill.priority()
+            );
         }
         match run_mode(&mode, Some(&lanes), &mut draft, &mut target, &plans) {
             Ok((r, logits)) => {
@@ -257,7 +265,17 @@ fn main() {
     );
     println!(
         "{:<28} {:>10} {:>6} | {:>10} {:>6} {:>4} {:>15} | {:>10} {:>6} {:>4} {:>15}",
-        "mode", "draft solo", "ratio", "u/verify", "ratio", "n", "verify solo→ld", "u/prefill", "ratio", "n", "prefill solo→ld"
+        "mode",
+        "draft solo",
+        "ratio",
+        "u/verify",
+        "ratio",
+        "n",
+        "verify solo→ld",
+        "u/prefill",
+        "ratio",
+        "n",
+        "prefill solo→ld"
     );
     for r in &rows {
         println!(

@@ -30,8 +30,8 @@ use super::CudaBackend;
 use crate::error::{EngineError, Result};
 
 mod green;
-pub use green::SmRules;
 use green::GreenCtx;
+pub use green::SmRules;
 
 /// How the lanes are kept apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

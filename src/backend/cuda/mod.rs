@@ -211,7 +211,8 @@ impl CudaBackend {
         let inv_freq = dev.upload(&config.rope_inv_freq())?;
         let cache = KvCache::new(&dev, config.num_hidden_layers, num_blocks, block_size, shape.kv_dim())?;
         dev.sync()?;
-        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws: None, ws_generation: 0, lanes: Default::default() })
+        let (ws, lanes) = (None, lanes::Bound::default());
+        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws, ws_generation: 0, lanes })
     }
 
     pub fn device(&self) -> &Device {

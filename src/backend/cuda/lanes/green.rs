@@ -102,7 +102,8 @@ pub(crate) fn device_sms(cu_device: sys::CUdevice, major: i32) -> Result<(sys::C
     let mut res: sys::CUdevResource = unsafe { std::mem::zeroed() };
     // SAFETY: `res` is a valid out-pointer for the duration of the call; the device handle came
     // from cudarc's context for this ordinal.
-    let r = unsafe { sys::cuDeviceGetDevResource(cu_device, &mut res, sys::CUdevResourceType::CU_DEV_RESOURCE_TYPE_SM) };
+    let r =
+        unsafe { sys::cuDeviceGetDevResource(cu_device, &mut res, sys::CUdevResourceType::CU_DEV_RESOURCE_TYPE_SM) };
     check("cuDeviceGetDevResource(SM)", r)?;
     // SAFETY: the driver filled the SM member of the union for an SM-type query.
     let sm = unsafe { res.__bindgen_anon_1.sm };
