@@ -220,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_without_a_driver_reports_libcuda_missing_instead_of_panicking() {
+        if crate::backend::cuda::driver_present() {
+            return; // the GPU machine: the isolation bench covers the real path
+        }
+        assert_eq!(missing_symbol(), Some("libcuda.so.1"));
+    }
+
+    #[test]
     fn older_cards_take_smaller_steps() {
         let a100 = SmRules::for_capability(108, 8);
         assert!(a100.check_decode(6).is_ok());
