@@ -211,7 +211,7 @@ fn main() {
             logits
         }
         Err(e) => {
-            println!("isolation: whole-GPU run failed: {e}");
+            println!("isolation: error in the whole-GPU run: {e}");
             return;
         }
     };
@@ -255,7 +255,7 @@ fn main() {
                 println!("{mode}: draft logits max |diff| vs whole GPU {err:.2e} over {} values", logits.len());
                 rows.push(r);
             }
-            Err(e) => println!("{mode}: failed: {e}"),
+            Err(e) => println!("{mode}: error: {e}"),
         }
     }
     println!();
