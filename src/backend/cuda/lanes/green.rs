@@ -66,6 +66,7 @@ impl SmRules {
     /// # Errors
     /// [`EngineError::InvalidRequest`] on field `decode_sms`, saying which rule was broken and
     /// which sizes are valid.
+    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; the MSRV is 1.85
     pub fn check_decode(&self, sms: u32) -> Result<()> {
         let bad = |why: String| {
             let largest = (self.total.saturating_sub(self.min) / self.align) * self.align;
