@@ -10,11 +10,13 @@
 //! or captured as a CUDA graph ([`CudaBackend::capture_step`]); [`CudaBackend::random`] draws
 //! bf16 weights on the device for performance runs at full model shapes.
 //!
-//! Later work, not here yet: per-lane streams with priorities and green contexts, graph
-//! buckets by batch size in the engine, tree rejection sampling on the device ([`sampling`]
-//! has the fused sampler and chain verification).
+//! Per-lane streams with priorities and green-context SM partitions are in [`lanes`]
+//! ([`CudaBackend::bind_lane`]); the fused sampler and chain verification in [`sampling`].
+//! Later work, not here yet: graph buckets by batch size in the engine, tree rejection
+//! sampling on the device, and the engine calling the sampling kernels.
 pub mod check;
 pub mod device;
+pub mod lanes;
 pub mod ops;
 pub mod plan;
 pub mod sampling;
@@ -69,6 +71,8 @@ pub struct CudaBackend {
     ws: Option<Workspace>,
     /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
     ws_generation: u64,
+    /// The lane it runs on ([`lanes`]); last, so that the lanes outlive every buffer above.
+    lanes: lanes::Bound,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -210,7 +214,8 @@ impl CudaBackend {
         let inv_freq = dev.upload(&config.rope_inv_freq())?;
         let cache = KvCache::new(&dev, config.num_hidden_layers, num_blocks, block_size, shape.kv_dim())?;
         dev.sync()?;
-        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws: None, ws_generation: 0 })
+        let (ws, lanes) = (None, lanes::Bound::default());
+        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws, ws_generation: 0, lanes })
     }
 
     pub fn device(&self) -> &Device {
@@ -229,6 +234,7 @@ impl CudaBackend {
         let (h, ff, v) = (self.config.hidden_size, self.config.intermediate_size, self.config.vocab_size);
         let s = self.shape;
         let partial = (64 * s.n_heads * (s.head_dim + 2)).max(need_partial.next_power_of_two());
+        self.dev.sync()?; // steps in flight may still use the old buffers
         self.ws = None; // free the old buffers first
         self.ws_generation += 1;
         let d = &self.dev;
