@@ -16,7 +16,7 @@ use vpd_bench::workload::{
 };
 use vpd_formats::tokenizer::Tokenizer;
 
-use super::engines::{run_once, BackendKind, DraftChoice, ModelSource};
+use super::engines::{run_once, BackendKind, DraftChoice, ModelSource, RunSetup};
 use super::generate::BLOCK_SIZE;
 use crate::engine::GenerateRequest;
 use crate::error::{EngineError, Result};
@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// L for the fixed-L policies, Lmax for three-lane-adaptive.
     #[arg(long, default_value_t = 4)]
     pub num_draft: usize,
+    /// With --backend cuda: run the drafter in a green-context partition of this many SMs
+    /// (a multiple of 8 on Hopper) and the target on the rest.
+    #[arg(long)]
+    pub decode_sms: Option<u32>,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -191,7 +195,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.synthetic = synthetic;
             cfg.seed = a.seed;
             let d = policy.speculates().then_some(&draft);
-            let out = run_once(a.backend, &model, d, blocks, BLOCK_SIZE, &cfg, reqs.clone(), &times, &mut || {
+            let setup = RunSetup {
+                kind: a.backend,
+                target: &model,
+                draft: d,
+                blocks,
+                block_size: BLOCK_SIZE,
+                decode_sms: a.decode_sms,
+            };
+            let out = run_once(&setup, &cfg, reqs.clone(), &times, &mut || {
                 bar.inc(1)
             })?;
             let mut summary =

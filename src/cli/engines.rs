@@ -97,24 +97,38 @@ impl DraftChoice {
     }
 }
 
+/// What one benchmark run is built from.
+pub struct RunSetup<'a> {
+    pub kind: BackendKind,
+    pub target: &'a ModelSource,
+    /// `None` for `nospec`.
+    pub draft: Option<&'a DraftChoice>,
+    /// Target KV-cache blocks.
+    pub blocks: usize,
+    pub block_size: usize,
+    /// GPU only: SMs of the decode lane's green-context partition (the drafter runs there;
+    /// the target runs on the rest). `None`: both on the whole GPU, one stream each.
+    pub decode_sms: Option<u32>,
+}
+
 /// Builds a fresh target engine (and drafter) for one run and runs `requests` through the
 /// runtime on it.
 ///
 /// # Errors
-/// Backend construction (no driver, too little memory, ...) or the run's own errors.
-#[allow(clippy::too_many_arguments)]
+/// Backend construction (no driver, too little memory, a bad partition size, ...) or the
+/// run's own errors.
 pub fn run_once(
-    kind: BackendKind,
-    target: &ModelSource,
-    draft: Option<&DraftChoice>,
-    blocks: usize,
-    block_size: usize,
+    setup: &RunSetup<'_>,
     cfg: &RuntimeConfig,
     requests: Vec<GenerateRequest>,
     times: &[f64],
     on_done: &mut dyn FnMut(),
 ) -> Result<RunOutput> {
+    let RunSetup { kind, target, draft, blocks, block_size, decode_sms } = *setup;
     let draft_blocks = blocks * 2 + cfg.max_running;
+    if decode_sms.is_some() && kind == BackendKind::Cpu {
+        return Err(bad("decode_sms", "SM partitions need --backend cuda"));
+    }
     match kind {
         BackendKind::Cpu => {
             let ModelSource::Loaded(model) = target else {
@@ -131,7 +145,7 @@ pub fn run_once(
             let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
             run_workload(&mut engine, d, cfg, requests, times, on_done)
         }
-        BackendKind::Cuda => cuda::run_once(target, draft, blocks, draft_blocks, block_size, cfg, requests, times, on_done),
+        BackendKind::Cuda => cuda::run_once(setup, draft_blocks, cfg, requests, times, on_done),
     }
 }
 
@@ -153,6 +167,7 @@ pub fn generate_cuda(
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
+    use crate::backend::cuda::lanes::Lanes;
     use crate::backend::cuda::CudaBackend;
     use crate::spec::model_drafter::ModelDrafter;
     use crate::spec::ngram::NgramDrafter;
@@ -198,37 +213,48 @@ mod cuda {
         se.generate(req)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn run_once(
-        target: &ModelSource,
-        draft: Option<&DraftChoice>,
-        blocks: usize,
+        setup: &RunSetup<'_>,
         draft_blocks: usize,
-        block_size: usize,
         cfg: &RuntimeConfig,
         requests: Vec<GenerateRequest>,
         times: &[f64],
         on_done: &mut dyn FnMut(),
     ) -> Result<RunOutput> {
-        let mut engine = Engine::new(backend(target, blocks, block_size)?)?;
+        let RunSetup { target, draft, blocks, block_size, decode_sms, .. } = *setup;
+        let mut target_backend = backend(target, blocks, block_size)?;
+        // Lane partitions: the drafter on the decode lane's SMs, the target (verify and
+        // prefill) on the rest. The backends keep the lanes alive.
+        let lanes = decode_sms.map(|n| Lanes::new(target_backend.device(), n)).transpose()?;
+        if let Some(l) = &lanes {
+            tracing::info!("lanes: {:?}", l.isolation);
+            target_backend.bind_lane(&l.verify)?;
+        }
+        let on_decode_lane = |mut b: CudaBackend| -> Result<CudaBackend> {
+            if let Some(l) = &lanes {
+                b.bind_lane(&l.decode)?;
+            }
+            Ok(b)
+        };
+        let mut engine = Engine::new(target_backend)?;
         let mut drafter: Option<Box<dyn Drafter>> = match draft {
             None => None,
             Some(DraftChoice::Spec(DraftSpec::Ngram(n))) => Some(Box::new(NgramDrafter::new(*n))),
             Some(DraftChoice::Spec(DraftSpec::LayerSkip(k))) => {
-                let b = backend(target, draft_blocks, block_size)?;
+                let b = on_decode_lane(backend(target, draft_blocks, block_size)?)?;
                 Some(Box::new(ModelDrafter::new(format!("layer-skip:{k}"), b, *k)?))
             }
             Some(DraftChoice::Spec(DraftSpec::Model(path))) => {
                 let m = ModelSource::Loaded(Box::new(Model::load(path)?));
                 let layers = m.config().num_hidden_layers;
-                let b = backend(&m, draft_blocks, block_size)?;
+                let b = on_decode_lane(backend(&m, draft_blocks, block_size)?)?;
                 Some(Box::new(ModelDrafter::new(format!("model:{}", path.display()), b, layers)?))
             }
             Some(DraftChoice::Random(p)) => {
                 if p.config().vocab_size != target.config().vocab_size {
                     return Err(bad("draft", "the random drafter's vocabulary differs from the target's"));
                 }
-                let b = CudaBackend::random(p.config(), draft_blocks, block_size, 0, SEED + 1)?;
+                let b = on_decode_lane(CudaBackend::random(p.config(), draft_blocks, block_size, 0, SEED + 1)?)?;
                 let layers = p.config().num_hidden_layers;
                 Some(Box::new(ModelDrafter::new(format!("random:{p:?}"), b, layers)?))
             }
@@ -261,12 +287,8 @@ mod cuda {
         Err(bad("backend", "this binary was built without the `cuda` feature"))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn run_once(
-        _: &ModelSource,
-        _: Option<&DraftChoice>,
-        _: usize,
-        _: usize,
+        _: &RunSetup<'_>,
         _: usize,
         _: &RuntimeConfig,
         _: Vec<GenerateRequest>,
