@@ -5,7 +5,8 @@
 # Here:   bash tools/gpu-sweep.sh --stage   (release build with CUDA, a tokenizer-only
 #         checkpoint and a 1500-conversation ShareGPT subset into .device/), then the device
 #         tool with carry [".device"] and command `bash tools/gpu-sweep.sh`.
-# There:  writes bench.json / bench.md / bench.png under $OUT/sweep and prints the table.
+# There:  writes bench.json / bench.md / bench.png under $OUT/$VPD_TAG (default sweep) and
+#         prints the table; VPD_EXTRA adds bench flags (e.g. "--decode-sms 80").
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     T=${CARGO_TARGET_DIR:-target}/release
@@ -37,4 +38,5 @@ date -u +%FT%TZ | tee -a "$OUT/card.txt"
     --acceptance "${VPD_ACCEPTANCE:-synthetic:0.7,0.15}" --num-draft 4 \
     --policies "${VPD_POLICIES:-single-lane,three-lane-adaptive}" \
     --request-rates "${VPD_RATES:-2,6,10}" --num-prompts "${VPD_PROMPTS:-80}" \
-    --max-output "${VPD_MAX_OUTPUT:-128}" --max-running 32 --out "$OUT/sweep" 2>&1 | tee "$OUT/sweep.txt"
+    --max-output "${VPD_MAX_OUTPUT:-128}" --max-running 32 --out "$OUT/${VPD_TAG:-sweep}" ${VPD_EXTRA:-} \
+    2>&1 | tee "$OUT/${VPD_TAG:-sweep}.txt"
