@@ -24,8 +24,9 @@
 //! forward already uses every core and the target KV cache has a single writer. On the GPU
 //! each backend has its own stream, and `vpd bench --decode-sms N` puts the drafter in a
 //! green-context SM partition and the target on the rest; the target's own lanes share one
-//! stream (docs/perf.md, run D, says why that partition does not pay yet). `nospec` and `single-lane` run everything on the serving thread, as their
-//! designs say. In a server the serving thread itself is pinned ([`service`]).
+//! stream (docs/perf.md, run D, says why that partition does not pay yet). `nospec` and
+//! `single-lane` run everything on the serving thread, as their designs say. In a server the
+//! serving thread itself is pinned ([`service`]).
 //!
 //! Memory (issue 5, item 4): a waiting request is admitted to prefill only when its prompt fits
 //! in the free blocks; when a step needs more blocks than are free, the newest running
