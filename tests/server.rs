@@ -69,6 +69,56 @@ fn completions_plain_and_streamed_agree_in_openai_shapes() {
 }
 
 #[test]
+fn logprobs_come_in_openai_shapes_for_every_token() {
+    let s = Server::start(&["--model", TINY, "--draft", "ngram:2"]);
+    rt().block_on(async {
+        let c = client();
+        let url = s.url("/v1/completions");
+        let body = json!({"prompt": "hello hello hello", "max_tokens": 12, "temperature": 0, "ignore_eos": true, "logprobs": 2});
+        let (status, v) = post(&c, &url, &body.to_string()).await;
+        assert_eq!(status, 200, "{v}");
+        let lp = &v["choices"][0]["logprobs"];
+        let chosen: Vec<f64> = lp["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(chosen.len(), 12, "{lp}");
+        assert_eq!(lp["tokens"].as_array().unwrap().len(), 12);
+        let offsets: Vec<u64> = lp["text_offset"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert!(offsets.windows(2).all(|w| w[0] <= w[1]) && offsets[0] == 0, "{offsets:?}");
+        for (i, (&l, top)) in chosen.iter().zip(lp["top_logprobs"].as_array().unwrap()).enumerate() {
+            assert!(l.is_finite() && l <= 0.0, "token {i}: {l}");
+            let best = top.as_object().unwrap().values().map(|x| x.as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+            // Greedy: the chosen token is the most likely one.
+            assert!((best - l).abs() < 1e-5, "token {i}: chosen {l}, best alternative {best}");
+        }
+        // Streamed: the same per-token numbers, spread over the chunks.
+        let mut sbody = body.clone();
+        sbody["stream"] = json!(true);
+        let (_, events) = stream(&c, &url, &sbody.to_string()).await;
+        let streamed: Vec<f64> = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["logprobs"]["token_logprobs"].as_array())
+            .flatten()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(streamed, chosen);
+        // Chat: logprobs.content, one entry per token, each with its alternatives.
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0,
+                          "ignore_eos": true, "logprobs": true, "top_logprobs": 3});
+        let (status, v) = post(&c, &s.url("/v1/chat/completions"), &body.to_string()).await;
+        assert_eq!(status, 200, "{v}");
+        let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+        assert_eq!(content.len(), 6);
+        for e in content {
+            assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+            assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 3, "{e}");
+            assert!(e["bytes"].is_array());
+        }
+        // Not asked for: null.
+        let (_, v) = post(&c, &url, r#"{"prompt":"x","max_tokens":2}"#).await;
+        assert!(v["choices"][0]["logprobs"].is_null());
+    });
+}
+
+#[test]
 fn stop_strings_cut_the_text_and_finish_with_stop() {
     let s = Server::start(&["--model", TINY]);
     rt().block_on(async {
@@ -127,7 +177,10 @@ fn bad_requests_get_400_naming_the_field() {
         ("completions", r#"{"prompt":"x","stream":"yes"}"#.into(), "stream"),
         ("completions", r#"{"prompt":"x","stream_options":{"include_usage":true}}"#.into(), "stream_options"),
         ("completions", r#"{"prompt":"x","seed":1.5}"#.into(), "seed"),
-        ("completions", r#"{"prompt":"x","logprobs":5}"#.into(), "logprobs"),
+        ("completions", r#"{"prompt":"x","logprobs":6}"#.into(), "logprobs"),
+        ("completions", r#"{"prompt":"x","logprobs":-1}"#.into(), "logprobs"),
+        ("chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}"#.into(), "top_logprobs"),
+        ("chat/completions", r#"{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":21}"#.into(), "top_logprobs"),
         ("completions", r#"{"prompt":"x","ignore_eos":1}"#.into(), "ignore_eos"),
         ("completions", "not json".into(), "body"),
         ("completions", "[1,2]".into(), "body"),

@@ -38,13 +38,21 @@ def main() -> None:
         deltas.extend(ch.delta.content or "" for ch in chunk.choices)
     assert "".join(deltas) == chat.choices[0].message.content, (deltas, chat)
 
+    lp = client.completions.create(model=model, prompt="The capital of France is", max_tokens=6, temperature=0, logprobs=2)
+    assert len(lp.choices[0].logprobs.token_logprobs) == lp.usage.completion_tokens, lp
+    assert all(x <= 0 for x in lp.choices[0].logprobs.token_logprobs), lp
+    clp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}],
+                                         max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    assert len(clp.choices[0].logprobs.content) == clp.usage.completion_tokens, clp
+    assert all(len(t.top_logprobs) == 2 for t in clp.choices[0].logprobs.content), clp
+
     try:
         # (The SDK itself refuses to send NaN; an out-of-range value reaches the server.)
         client.completions.create(model=model, prompt="x", max_tokens=4, temperature=5.0)
         raise AssertionError("temperature 5 was accepted")
     except openai.BadRequestError as e:
         assert e.status_code == 400 and "temperature" in str(e), e
-    print("openai SDK", openai.__version__, ": completions, streaming, chat and errors OK")
+    print("openai SDK", openai.__version__, ": completions, streaming, chat, logprobs and errors OK")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,8 @@ pub struct Submission {
     pub send_s: f64,
     /// Where its events go (served requests); `None` in the in-process benchmark.
     pub sink: Option<events::EventSink>,
+    /// Log-probabilities wanted: `Some(k)` for the sampled token and `k` alternatives.
+    pub logprobs: Option<usize>,
 }
 
 /// How one request ended.
@@ -258,6 +260,7 @@ pub fn run_workload<B: Backend>(
                     request,
                     send_s,
                     sink: None,
+                    logprobs: None,
                 }).is_err() {
                     return;
                 }

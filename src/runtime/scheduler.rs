@@ -377,6 +377,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             .synthetic
             .map(|a| a.for_request(self.cfg.seed, self.reqs.next_id() as u64));
         let id = self.reqs.insert(Req::new(s.request, s.send_s, accept, s.sink));
+        self.reqs[id].logprobs = s.logprobs.map(|k| k.min(super::events::MAX_TOP_LOGPROBS));
         self.live += 1;
         let cfg = self.engine.backend().config();
         let (vocab, context) = (cfg.vocab_size, cfg.max_position_embeddings);
@@ -550,6 +551,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                         .ok_or_else(|| internal("decode step returned no logits"))?;
                     let r = &mut self.reqs[id];
                     let tok = r.verify.sample(row, &r.req.sampling);
+                    r.note_logprob(row, tok);
                     r.cached += 1;
                     let n = self.push_tokens(id, &[tok]);
                     self.settle(id, n, t)?;
@@ -568,6 +570,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                             .ok_or_else(|| internal("prefill returned no logits"))?;
                         let r = &mut self.reqs[id];
                         let tok = r.verify.sample(row, &r.req.sampling);
+                        r.note_logprob(row, tok);
                         self.push_tokens(id, &[tok])
                     } else {
                         0
@@ -594,7 +597,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let r = &mut self.reqs[id];
         let drafted = p.tree.len();
         let sampling = r.req.sampling;
-        let (k, emitted) = if let Some(acc) = &mut r.accept {
+        let (k, emitted, rows_of) = if let Some(acc) = &mut r.accept {
             // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
             let k = acc.verify(drafted);
             let row = rows
@@ -607,7 +610,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             };
             let mut e = p.tree.tokens[..k].to_vec();
             e.push(next);
-            (k, e)
+            (k, e, (0..=k).collect::<Vec<usize>>())
         } else {
             let outcome = if sampling.is_greedy() {
                 verify_tree_greedy(&p.tree, &rows)
@@ -621,8 +624,20 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
             }
             .map_err(|e| internal(format!("verification: {e}")))?;
-            (outcome.path.len(), outcome.emitted(&p.tree))
+            // Emitted token j was predicted by row 0 (j = 0) or by the row of the j-th accepted
+            // node (its index + 1: row 0 is the newest committed token's).
+            let rows_of: Vec<usize> = std::iter::once(0)
+                .chain(outcome.path.iter().map(|&node| node + 1))
+                .collect();
+            (outcome.path.len(), outcome.emitted(&p.tree), rows_of)
         };
+        if r.logprobs.is_some() {
+            for (&tok, &row) in emitted.iter().zip(&rows_of) {
+                if let Some(row) = rows.get(row) {
+                    r.note_logprob(row, tok);
+                }
+            }
+        }
         r.cached += 1 + k;
         let seq = r
             .seq
@@ -654,7 +669,12 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         }
         let r = &mut self.reqs[id];
         r.chunk(t, n);
-        r.emit(Event::Tokens(r.context[r.context.len() - n..].to_vec()));
+        let mut logprobs = std::mem::take(&mut r.pending_logprobs);
+        logprobs.truncate(n);
+        r.emit(Event::Tokens {
+            ids: r.context[r.context.len() - n..].to_vec(),
+            logprobs,
+        });
         self.metrics.generation_tokens += n as u64;
         let chunks = &r.record.chunks;
         match chunks.len() {

@@ -154,6 +154,19 @@ impl Service {
     /// # Errors
     /// Overload, shutdown, or a stopped engine.
     pub fn submit(&self, request: GenerateRequest) -> std::result::Result<EventStream, SubmitError> {
+        self.submit_with_logprobs(request, None)
+    }
+
+    /// As [`Self::submit`]; with `Some(k)` every token event carries the sampled tokens'
+    /// log-probabilities and `k` alternatives each.
+    ///
+    /// # Errors
+    /// As [`Self::submit`].
+    pub fn submit_with_logprobs(
+        &self,
+        request: GenerateRequest,
+        logprobs: Option<usize>,
+    ) -> std::result::Result<EventStream, SubmitError> {
         if let Some(why) = self.stopped() {
             return Err(SubmitError::Stopped(why));
         }
@@ -173,6 +186,7 @@ impl Service {
             request,
             send_s: self.start.elapsed().as_secs_f64(),
             sink: Some(sink),
+            logprobs,
         };
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let sent = self

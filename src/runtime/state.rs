@@ -9,7 +9,7 @@ use vpd_bench::synthetic::RequestAcceptance;
 use vpd_sampling::Sampler;
 use vpd_sched::RequestState;
 
-use super::events::{Event, EventSink};
+use super::events::{Event, EventSink, TokenLogprob};
 use crate::engine::{FinishReason, GenerateRequest};
 use crate::error::{EngineError, Result};
 use crate::spec::Proposal;
@@ -45,6 +45,10 @@ pub(crate) struct Req {
     pub queued: bool,
     /// Refused at admission: the request's own fault.
     pub rejected: bool,
+    /// `Some(k)`: report each token's log-probability and `k` alternatives.
+    pub logprobs: Option<usize>,
+    /// Log-probabilities of tokens appended but not yet streamed.
+    pub pending_logprobs: Vec<TokenLogprob>,
     /// Bumped whenever the request loses its cache (end, preemption): a draft computed for
     /// an older epoch is stale.
     pub epoch: u64,
@@ -80,6 +84,8 @@ impl Req {
             error: None,
             queued: sink.is_some(),
             rejected: false,
+            logprobs: None,
+            pending_logprobs: Vec::new(),
             epoch: 0,
             sink,
         }
@@ -90,6 +96,13 @@ impl Req {
     pub fn emit(&self, ev: Event) {
         if let Some(s) = &self.sink {
             let _ = s.send(ev);
+        }
+    }
+
+    /// Notes the log-probability of `token` in `row`, if the request wants them.
+    pub fn note_logprob(&mut self, row: &[f32], token: u32) {
+        if let Some(top) = self.logprobs {
+            self.pending_logprobs.push(TokenLogprob::from_row(row, token, top));
         }
     }
 

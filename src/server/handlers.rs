@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::json::parse_object;
 use super::protocol::{parse, Endpoint, Job};
+use super::logprobs;
 use super::text::{Choice, Piece};
+use crate::runtime::events::TokenLogprob;
+use vpd_formats::tokenizer::Tokenizer;
 use super::AppState;
 use crate::engine::GenerateRequest;
 
@@ -81,7 +84,7 @@ async fn generate(app: Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Respon
             ignore_eos: job.ignore_eos,
         };
         // An error drops the choices already submitted, which cancels them.
-        match app.service.submit(request) {
+        match app.service.submit_with_logprobs(request, job.logprobs) {
             Ok(events) => choices.push(Choice::new(i, events, Arc::clone(&app.tokenizer), job.stop.clone())),
             Err(e) => return ApiError::from(e).into_response(),
         }
@@ -96,6 +99,8 @@ async fn generate(app: Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Respon
         model: app.model.name.clone(),
         endpoint,
         prompt_tokens: job.prompt_ids.len(),
+        tokenizer: Arc::clone(&app.tokenizer),
+        logprobs: job.logprobs.is_some(),
     };
     if job.stream {
         stream_response(meta, &job, choices)
@@ -113,9 +118,22 @@ struct Meta {
     model: String,
     endpoint: Endpoint,
     prompt_tokens: usize,
+    tokenizer: Arc<Tokenizer>,
+    /// Whether the request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Meta {
+    /// The `logprobs` field of a choice: null unless asked for. `offset` is the completions
+    /// shape's text offset of the first token, advanced past these.
+    fn logprobs_json(&self, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+        match (self.logprobs, self.endpoint) {
+            (false, _) => Value::Null,
+            (true, Endpoint::Completions) => logprobs::completion(&self.tokenizer, lps, offset),
+            (true, Endpoint::Chat) => logprobs::chat(&self.tokenizer, lps),
+        }
+    }
+
     fn usage(&self, completion: usize) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
@@ -136,10 +154,10 @@ impl Meta {
         v
     }
 
-    fn choice_chunk(&self, index: usize, text: &str, finish: Option<&str>) -> Value {
+    fn choice_chunk(&self, index: usize, text: &str, finish: Option<&str>, logprobs: Value) -> Value {
         match self.endpoint {
-            Endpoint::Completions => json!({"index": index, "text": text, "logprobs": null, "finish_reason": finish}),
-            Endpoint::Chat => json!({"index": index, "delta": {"content": text}, "logprobs": null, "finish_reason": finish}),
+            Endpoint::Completions => json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}),
+            Endpoint::Chat => json!({"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": finish}),
         }
     }
 }
@@ -154,11 +172,16 @@ async fn collect_response(meta: Meta, choices: Vec<Choice>) -> Response {
     let mut completion = 0;
     for mut c in choices {
         let mut text = String::new();
+        let mut lps = Vec::new();
         let reason = loop {
             match c.next().await {
-                Some(Piece::Text(t)) => text.push_str(&t),
-                Some(Piece::End { text: t, reason }) => {
+                Some(Piece::Text { text: t, logprobs }) => {
                     text.push_str(&t);
+                    lps.extend(logprobs);
+                }
+                Some(Piece::End { text: t, reason, logprobs }) => {
+                    text.push_str(&t);
+                    lps.extend(logprobs);
                     break reason;
                 }
                 Some(Piece::Error { message, client_fault }) => return error_of(message, client_fault).into_response(),
@@ -166,12 +189,13 @@ async fn collect_response(meta: Meta, choices: Vec<Choice>) -> Response {
             }
         };
         completion += c.tokens;
+        let logprobs = meta.logprobs_json(&lps, &mut 0);
         out.push(match meta.endpoint {
-            Endpoint::Completions => json!({"index": c.index, "text": text, "logprobs": null, "finish_reason": reason}),
+            Endpoint::Completions => json!({"index": c.index, "text": text, "logprobs": logprobs, "finish_reason": reason}),
             Endpoint::Chat => json!({
                 "index": c.index,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": reason,
             }),
         });
@@ -196,6 +220,8 @@ struct Streaming {
     meta: Meta,
     pieces: SelectAll<BoxStream<'static, (usize, Piece, usize)>>,
     tokens: Vec<usize>,
+    /// Per choice: the completions-shape text offset of its next token.
+    offsets: Vec<usize>,
     include_usage: bool,
     continuous_usage: bool,
     finished: bool,
@@ -223,6 +249,7 @@ fn stream_response(meta: Meta, job: &Job, choices: Vec<Choice>) -> Response {
         meta,
         pieces,
         tokens: vec![0; n],
+        offsets: vec![0; n],
         include_usage: job.include_usage,
         continuous_usage: job.continuous_usage,
         finished: false,
@@ -259,9 +286,9 @@ impl Streaming {
 
     fn on_piece(&mut self, i: usize, piece: Piece, tokens: usize) -> Vec<SseEvent> {
         self.tokens[i] = tokens;
-        let (text, finish) = match piece {
-            Piece::Text(t) => (t, None),
-            Piece::End { text, reason } => (text, Some(reason)),
+        let (text, finish, lps) = match piece {
+            Piece::Text { text, logprobs } => (text, None, logprobs),
+            Piece::End { text, reason, logprobs } => (text, Some(reason), logprobs),
             Piece::Error { message, client_fault } => {
                 // The stream has started (status 200): the error goes in the stream, then it ends.
                 self.finished = true;
@@ -269,7 +296,8 @@ impl Streaming {
                 return vec![data(&err.body()), SseEvent::default().data("[DONE]")];
             }
         };
-        let c = self.meta.choice_chunk(i, &text, finish);
+        let logprobs = self.meta.logprobs_json(&lps, &mut self.offsets[i]);
+        let c = self.meta.choice_chunk(i, &text, finish, logprobs);
         vec![data(&self.meta.chunk(json!([c]), self.usage_now()))]
     }
 

@@ -10,6 +10,7 @@
 mod error;
 mod handlers;
 mod json;
+mod logprobs;
 pub mod prometheus;
 pub mod protocol;
 pub mod text;

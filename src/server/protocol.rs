@@ -14,6 +14,9 @@ use super::json::{kind, Fields};
 pub const MAX_N: i64 = 16;
 /// The most stop strings one request may give.
 pub const MAX_STOP: usize = 16;
+/// Alternatives per token: OpenAI allows 5 for completions and 20 for chat.
+pub const MAX_LOGPROBS_COMPLETIONS: i64 = 5;
+pub const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -44,6 +47,8 @@ pub struct Job {
     pub include_usage: bool,
     /// vLLM's `stream_options.continuous_usage_stats`: usage in every chunk.
     pub continuous_usage: bool,
+    /// `Some(k)`: each token's log-probability and its `k` most likely alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Job {
@@ -155,16 +160,41 @@ pub fn parse(
         stream,
         include_usage,
         continuous_usage,
+        logprobs: logprobs(endpoint, &f)?,
     })
+}
+
+fn logprobs(endpoint: Endpoint, f: &Fields) -> Result<Option<usize>, ApiError> {
+    match endpoint {
+        Endpoint::Completions => match f.get("logprobs") {
+            None | Some(Value::Bool(false)) => Ok(None),
+            Some(_) => match f.i64("logprobs")? {
+                Some(k) if (0..=MAX_LOGPROBS_COMPLETIONS).contains(&k) => Ok(Some(k as usize)),
+                Some(k) => Err(ApiError::field(
+                    "logprobs",
+                    format!("must be in [0, {MAX_LOGPROBS_COMPLETIONS}], got {k}"),
+                )),
+                None => Ok(None),
+            },
+        },
+        Endpoint::Chat => {
+            let on = f.bool("logprobs")?.unwrap_or(false);
+            match (on, f.i64("top_logprobs")?) {
+                (false, None) => Ok(None),
+                (false, Some(_)) => Err(ApiError::field("top_logprobs", "needs `logprobs: true`")),
+                (true, None) => Ok(Some(0)),
+                (true, Some(k)) if (0..=MAX_TOP_LOGPROBS_CHAT).contains(&k) => Ok(Some(k as usize)),
+                (true, Some(k)) => Err(ApiError::field(
+                    "top_logprobs",
+                    format!("must be in [0, {MAX_TOP_LOGPROBS_CHAT}], got {k}"),
+                )),
+            }
+        }
+    }
 }
 
 /// Parameters this server does not implement are refused rather than silently ignored.
 fn unsupported(f: &Fields) -> Result<(), ApiError> {
-    if let Some(v) = f.get("logprobs") {
-        if !matches!(v, Value::Bool(false)) && v.as_i64() != Some(0) {
-            return Err(ApiError::field("logprobs", "log probabilities are not supported by this server"));
-        }
-    }
     if f.bool("echo").ok().flatten() == Some(true) {
         return Err(ApiError::field("echo", "is not supported by this server"));
     }

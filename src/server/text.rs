@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vpd_formats::tokenizer::{DecodeStream, Tokenizer};
 
 use crate::engine::FinishReason;
-use crate::runtime::events::{Event, EventStream};
+use crate::runtime::events::{Event, EventStream, TokenLogprob};
 
 /// Finds stop strings in streamed text.
 #[derive(Debug, Clone)]
@@ -59,9 +59,15 @@ impl StopScanner {
 /// One step of a choice's output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
-    Text(String),
+    /// New text, and the log-probabilities of the tokens that arrived since the last piece
+    /// (empty unless asked for; text held back for stop strings can lag its tokens).
+    Text { text: String, logprobs: Vec<TokenLogprob> },
     /// The last text and why the choice ended (`stop` or `length`).
-    End { text: String, reason: &'static str },
+    End {
+        text: String,
+        reason: &'static str,
+        logprobs: Vec<TokenLogprob>,
+    },
     /// The request failed; `client_fault` when the runtime refused it at admission.
     Error { message: String, client_fault: bool },
 }
@@ -75,6 +81,7 @@ pub struct Choice {
     /// Tokens generated so far.
     pub tokens: usize,
     done: bool,
+    logprobs: Vec<TokenLogprob>,
 }
 
 impl Choice {
@@ -86,6 +93,7 @@ impl Choice {
             stop: StopScanner::new(stops),
             tokens: 0,
             done: false,
+            logprobs: Vec::new(),
         }
     }
 
@@ -96,8 +104,9 @@ impl Choice {
         }
         loop {
             let piece = match self.events.recv().await {
-                Some(Event::Tokens(ids)) => {
+                Some(Event::Tokens { ids, logprobs }) => {
                     self.tokens += ids.len();
+                    self.logprobs.extend(logprobs);
                     let mut text = String::new();
                     for id in ids {
                         match self.detok.step(id) {
@@ -110,11 +119,18 @@ impl Choice {
                         // Closing the stream cancels the engine request between steps.
                         self.events.close();
                         self.done = true;
-                        Piece::End { text: shown, reason: "stop" }
+                        Piece::End {
+                            text: shown,
+                            reason: "stop",
+                            logprobs: std::mem::take(&mut self.logprobs),
+                        }
                     } else if shown.is_empty() {
                         continue;
                     } else {
-                        Piece::Text(shown)
+                        Piece::Text {
+                            text: shown,
+                            logprobs: std::mem::take(&mut self.logprobs),
+                        }
                     }
                 }
                 Some(Event::Finished { reason, .. }) => {
@@ -129,7 +145,11 @@ impl Choice {
                         FinishReason::Stop => "stop",
                         FinishReason::Length => "length",
                     };
-                    Piece::End { text: shown, reason }
+                    Piece::End {
+                        text: shown,
+                        reason,
+                        logprobs: std::mem::take(&mut self.logprobs),
+                    }
                 }
                 Some(Event::Failed(m)) => self.fail(m, false),
                 Some(Event::Rejected(m)) => self.fail(m, true),
