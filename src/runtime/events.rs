@@ -68,6 +68,13 @@ impl TokenLogprob {
     }
 }
 
+/// The runtime's end of a request's event stream. Unbounded: the runtime thread must never
+/// block on a slow client; a client's backlog is bounded by its `max_tokens`.
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<Event>;
+
+/// The client's end.
+pub type EventStream = tokio::sync::mpsc::UnboundedReceiver<Event>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,10 +92,3 @@ mod tests {
         assert!(TokenLogprob::from_row(&row, 2, 0).top.is_empty());
     }
 }
-
-/// The runtime's end of a request's event stream. Unbounded: the runtime thread must never
-/// block on a slow client; a client's backlog is bounded by its `max_tokens`.
-pub type EventSink = tokio::sync::mpsc::UnboundedSender<Event>;
-
-/// The client's end.
-pub type EventStream = tokio::sync::mpsc::UnboundedReceiver<Event>;
