@@ -167,7 +167,7 @@ pub fn generate_cuda(
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
-    use crate::backend::cuda::lanes::Lanes;
+    use crate::backend::cuda::lanes::{Lane, Lanes};
     use crate::backend::cuda::CudaBackend;
     use crate::spec::model_drafter::ModelDrafter;
     use crate::spec::ngram::NgramDrafter;
@@ -182,6 +182,45 @@ mod cuda {
         }
     }
 
+    /// A drafter on GPU 0. `target_copy(blocks)` builds another copy of the target (the
+    /// layer-skip drafter's own cache needs its own backend); model drafters are bound to
+    /// `lane` when one is given.
+    fn drafter(
+        choice: &DraftChoice,
+        target_vocab: usize,
+        target_copy: &dyn Fn(usize) -> Result<CudaBackend>,
+        blocks: usize,
+        block_size: usize,
+        lane: Option<&Arc<Lane>>,
+    ) -> Result<Box<dyn Drafter>> {
+        let on_lane = |mut b: CudaBackend| -> Result<CudaBackend> {
+            if let Some(l) = lane {
+                b.bind_lane(l)?;
+            }
+            Ok(b)
+        };
+        Ok(match choice {
+            DraftChoice::Spec(DraftSpec::Ngram(n)) => Box::new(NgramDrafter::new(*n)),
+            DraftChoice::Spec(DraftSpec::LayerSkip(k)) => {
+                Box::new(ModelDrafter::new(format!("layer-skip:{k}"), on_lane(target_copy(blocks)?)?, *k)?)
+            }
+            DraftChoice::Spec(DraftSpec::Model(path)) => {
+                let m = Model::load(path)?;
+                let layers = m.config.num_hidden_layers;
+                let b = CudaBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, block_size, 0)?;
+                Box::new(ModelDrafter::new(format!("model:{}", path.display()), on_lane(b)?, layers)?)
+            }
+            DraftChoice::Random(p) => {
+                if p.config().vocab_size != target_vocab {
+                    return Err(bad("draft", "the random drafter's vocabulary differs from the target's"));
+                }
+                let b = CudaBackend::random(p.config(), blocks, block_size, 0, SEED + 1)?;
+                let layers = p.config().num_hidden_layers;
+                Box::new(ModelDrafter::new(format!("random:{p:?}"), on_lane(b)?, layers)?)
+            }
+        })
+    }
+
     pub fn generate(
         model: &Model,
         spec: Option<&(DraftSpec, crate::spec::SpecOptions)>,
@@ -191,22 +230,15 @@ mod cuda {
     ) -> Result<crate::engine::GenerateOutput> {
         let bs = super::super::generate::BLOCK_SIZE;
         let blocks = (tokens.min(model.config.max_position_embeddings) + 1).div_ceil(bs);
-        let backend = |m: &Model, blocks| CudaBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, bs, 0);
-        let mut engine = Engine::new(backend(model, blocks)?)?;
+        let copy = |blocks| CudaBackend::new(model.config.clone(), Arc::clone(&model.weights), blocks, bs, 0);
+        let mut engine = Engine::new(copy(blocks)?)?;
         let Some((draft, opts)) = spec else {
             return engine.generate(req);
         };
         let tree_blocks = opts.tree.map_or(0, |t| t.budget).div_ceil(bs) + 1;
-        let drafter: Box<dyn Drafter> = match draft {
-            DraftSpec::Ngram(n) => Box::new(NgramDrafter::new(*n)),
-            DraftSpec::LayerSkip(k) => Box::new(ModelDrafter::new(format!("layer-skip:{k}"), backend(model, blocks + tree_blocks)?, *k)?),
-            DraftSpec::Model(path) => {
-                let m = Model::load(path)?;
-                let layers = m.config.num_hidden_layers;
-                Box::new(ModelDrafter::new(format!("model:{}", path.display()), backend(&m, blocks + tree_blocks)?, layers)?)
-            }
-        };
-        let mut se = crate::spec::SpecEngine::new(engine, drafter, *opts)?;
+        let choice = DraftChoice::Spec(draft.clone());
+        let d = drafter(&choice, model.config.vocab_size, &copy, blocks + tree_blocks, bs, None)?;
+        let mut se = crate::spec::SpecEngine::new(engine, d, *opts)?;
         if let Some(p) = trace {
             se.set_trace(crate::spec::TraceWriter::create(p)?);
         }
@@ -230,35 +262,12 @@ mod cuda {
             tracing::info!("lanes: {:?}", l.isolation);
             target_backend.bind_lane(&l.verify)?;
         }
-        let on_decode_lane = |mut b: CudaBackend| -> Result<CudaBackend> {
-            if let Some(l) = &lanes {
-                b.bind_lane(&l.decode)?;
-            }
-            Ok(b)
-        };
         let mut engine = Engine::new(target_backend)?;
-        let mut drafter: Option<Box<dyn Drafter>> = match draft {
-            None => None,
-            Some(DraftChoice::Spec(DraftSpec::Ngram(n))) => Some(Box::new(NgramDrafter::new(*n))),
-            Some(DraftChoice::Spec(DraftSpec::LayerSkip(k))) => {
-                let b = on_decode_lane(backend(target, draft_blocks, block_size)?)?;
-                Some(Box::new(ModelDrafter::new(format!("layer-skip:{k}"), b, *k)?))
-            }
-            Some(DraftChoice::Spec(DraftSpec::Model(path))) => {
-                let m = ModelSource::Loaded(Box::new(Model::load(path)?));
-                let layers = m.config().num_hidden_layers;
-                let b = on_decode_lane(backend(&m, draft_blocks, block_size)?)?;
-                Some(Box::new(ModelDrafter::new(format!("model:{}", path.display()), b, layers)?))
-            }
-            Some(DraftChoice::Random(p)) => {
-                if p.config().vocab_size != target.config().vocab_size {
-                    return Err(bad("draft", "the random drafter's vocabulary differs from the target's"));
-                }
-                let b = on_decode_lane(CudaBackend::random(p.config(), draft_blocks, block_size, 0, SEED + 1)?)?;
-                let layers = p.config().num_hidden_layers;
-                Some(Box::new(ModelDrafter::new(format!("random:{p:?}"), b, layers)?))
-            }
-        };
+        let copy = |blocks| backend(target, blocks, block_size);
+        let vocab = target.config().vocab_size;
+        let mut drafter = draft
+            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode)))
+            .transpose()?;
         let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
         run_workload(&mut engine, d, cfg, requests, times, on_done)
     }

@@ -67,14 +67,17 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-pub async fn post(c: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
-    let r = c
-        .post(url)
+async fn send(c: &reqwest::Client, url: &str, body: &str) -> reqwest::Response {
+    c.post(url)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
-        .expect("send");
+        .expect("send")
+}
+
+pub async fn post(c: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
+    let r = send(c, url, body).await;
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -83,13 +86,7 @@ pub async fn post(c: &reqwest::Client, url: &str, body: &str) -> (u16, Value) {
 
 /// The `data:` payloads of a streamed response, `[DONE]` included (as a string).
 pub async fn stream(c: &reqwest::Client, url: &str, body: &str) -> (u16, Vec<Value>) {
-    let r = c
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("send");
+    let r = send(c, url, body).await;
     let status = r.status().as_u16();
     let mut events = Vec::new();
     let mut buf = String::new();
