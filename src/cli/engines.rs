@@ -150,19 +150,8 @@ pub fn run_once(
 }
 
 /// `vpd generate --backend cuda`: plain or speculative generation with target and drafter
-/// on GPU 0.
-///
-/// # Errors
-/// No GPU or driver, too little memory, or the generation's own errors.
-pub fn generate_cuda(
-    model: &Model,
-    spec: Option<&(DraftSpec, crate::spec::SpecOptions)>,
-    req: &GenerateRequest,
-    tokens: usize,
-    trace: Option<&Path>,
-) -> Result<crate::engine::GenerateOutput> {
-    cuda::generate(model, spec, req, tokens, trace)
-}
+/// on GPU 0. Errors: no GPU or driver, too little memory, or the generation's own errors.
+pub use cuda::generate as generate_cuda;
 
 #[cfg(feature = "cuda")]
 mod cuda {

@@ -139,12 +139,16 @@ impl<B: Backend> Runtime<'_, '_, B> {
         for (&id, s) in ids.iter().zip(samplers) {
             self.reqs[id].draft = s;
         }
-        if let Some(c) = &mut self.controller {
-            // The cost model wants one draft step; a chain of L tokens took L of them.
-            let steps = lens.iter().copied().max().unwrap_or(1).max(1);
-            c.observe_draft_step(ids.len(), dt / steps as f64);
-        }
+        self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0));
         result
+    }
+
+    /// Tells the controller what drafting `batch` requests cost: `secs` for `steps` sequential
+    /// draft steps (a chain of L tokens takes L), while its cost model wants one step.
+    fn observe_drafting(&mut self, batch: usize, secs: f64, steps: usize) {
+        if let (Some(c), true) = (&mut self.controller, steps > 0) {
+            c.observe_draft_step(batch, secs / steps as f64);
+        }
     }
 
     /// Sends draft jobs for `ids` to the decode lane's thread.
@@ -211,10 +215,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             self.drafts_in_flight -= done.jobs.len();
             if done.steps > 0 {
                 self.out.lane_steps[0] += 1;
-                if let Some(c) = &mut self.controller {
-                    // The cost model wants one draft step; a chain of L tokens took L of them.
-                    c.observe_draft_step(done.jobs.len(), done.secs / done.steps as f64);
-                }
+                self.observe_drafting(done.jobs.len(), done.secs, done.steps);
             }
             let proposals = done.result?;
             for ((id, epoch, sampler), p) in done.jobs.into_iter().zip(proposals) {
