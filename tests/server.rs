@@ -99,7 +99,13 @@ fn logprobs_come_in_openai_shapes_for_every_token() {
             .flatten()
             .map(|x| x.as_f64().unwrap())
             .collect();
-        assert_eq!(streamed, chosen);
+        // Not bit-equal: the drafter's length depends on measured timings, so a position may
+        // be scored inside a verify pass of another width, and the GEMM's summation order
+        // follows the row count (seen on CI: differences near 1e-7).
+        assert_eq!(streamed.len(), chosen.len());
+        for (i, (a, b)) in streamed.iter().zip(&chosen).enumerate() {
+            assert!((a - b).abs() < 1e-4, "token {i}: streamed {a}, plain {b}");
+        }
         // Chat: logprobs.content, one entry per token, each with its alternatives.
         let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0,
                           "ignore_eos": true, "logprobs": true, "top_logprobs": 3});
