@@ -20,6 +20,13 @@
 //!   whose inclusive prefix sum exceeds `⌊R · S / 2^64⌋`.
 //! - **Accept test**: `q(x) > 0 && u · q(x) < p(x)` in f64, where the product of two 24-bit
 //!   significands is exact.
+//!
+//! Tree verification (`csrc/tree_verify.cu`) keeps whole residual distributions and so needs
+//! exact normalisation as well: see [`verify_tree_ref`].
+
+mod tree;
+
+pub use tree::{fit_shift, verify_tree_ref, MAX_TREE_NODES, TOTAL_BITS};
 
 use crate::philox::{accept_uniform, draw_bits, philox_words};
 use crate::speculative::{accept, check_chain, mass};

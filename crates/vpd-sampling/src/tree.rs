@@ -138,11 +138,12 @@ impl TokenTree {
 }
 
 /// Row index of a node's "next position" distribution: 0 for the root, `i + 1` for i.
-fn row(node: Option<usize>) -> usize {
+pub(crate) fn row_of(node: Option<usize>) -> usize {
     node.map_or(0, |i| i + 1)
 }
 
-fn check_tree(
+/// Validates a tree and its rows; returns the vocabulary size.
+pub(crate) fn check_tree(
     tree: &TokenTree,
     target: &[&[f32]],
     draft: &[Option<&[f32]>],
@@ -198,8 +199,8 @@ pub fn verify_tree(
     let mut path = Vec::with_capacity(tree.max_depth());
     let mut node = None;
     'descend: loop {
-        let mut p = Dist::borrowed(target_p[row(node)]);
-        let mut q = draft_q[row(node)].map(Dist::borrowed);
+        let mut p = Dist::borrowed(target_p[row_of(node)]);
+        let mut q = draft_q[row_of(node)].map(Dist::borrowed);
         for child in tree.children(node) {
             let t = tree.tokens[child];
             let q_t = q.as_ref().map_or(1.0, |q| q.prob(t));
@@ -234,7 +235,7 @@ pub fn verify_tree_greedy(
     let mut path = Vec::new();
     let mut node = None;
     loop {
-        let best = argmax(target_logits[row(node)]);
+        let best = argmax(target_logits[row_of(node)]);
         match tree.children(node).find(|&c| tree.tokens[c] == best) {
             Some(c) => {
                 path.push(c);

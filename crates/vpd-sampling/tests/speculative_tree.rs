@@ -6,17 +6,47 @@
 //! Statistical checks use the Bernstein bound of `speculative_support` (per-bin failure
 //! probability <= 1e-10, fewer than 10^4 bins in the suite, so a correct implementation
 //! fails with probability < 1e-6); zero-probability tokens must have count exactly 0.
-//! Each check runs 100k trials with fixed seeds.
+//! Each check runs 100k trials with fixed seeds, once for the f64 reference
+//! (`verify_tree`) and once for the integer form of the CUDA kernel
+//! (`kernel_ref::verify_tree_ref`).
 
 mod speculative_support;
 
 use speculative_support::*;
+use vpd_sampling::kernel_ref::verify_tree_ref;
 use vpd_sampling::{
     processed_probs, verify_chain, verify_tree, verify_tree_greedy, ChildSampling, Sampler,
     SamplingParams, SpecError, TokenTree,
 };
 
 const TRIALS: usize = 100_000;
+
+/// Which implementation a statistical check runs.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    /// `verify_tree`: f64, ChaCha draws.
+    Reference,
+    /// `verify_tree_ref`: the kernel's fixed-point masses and Philox numbers (trial = offset).
+    Kernel,
+}
+
+const FORMS: [Form; 2] = [Form::Reference, Form::Kernel];
+
+fn verify(
+    form: Form,
+    tree: &TokenTree,
+    target: &[&[f32]],
+    draft: &[Option<&[f32]>],
+    mode: ChildSampling,
+    s: &mut Sampler,
+    trial: u64,
+) -> vpd_sampling::TreeOutcome {
+    match form {
+        Form::Reference => verify_tree(tree, target, draft, mode, s),
+        Form::Kernel => verify_tree_ref(tree, target, draft, mode, 0x7ee, trial, 3),
+    }
+    .unwrap()
+}
 
 /// Root with 3 children (0, 1, 2); node 0 has children 3, 4; node 1 has 5, 6 and
 /// node 3 has 7, 8, 9 (depth 3). Node 2 is a leaf at depth 1.
@@ -53,7 +83,13 @@ fn draw_tokens(tree: &mut TokenTree, q: &[Vec<f32>], mode: ChildSampling, s: &mu
 
 /// Runs the tree and returns `counts[r][token]`: row 0 counts the first emitted token,
 /// row `i + 1` the token emitted right after node `i` whenever node `i` was accepted.
-fn run_tree(p: &[Vec<f32>], q: &[Vec<f32>], mode: ChildSampling, seed: u64) -> Vec<Vec<u64>> {
+fn run_tree(
+    form: Form,
+    p: &[Vec<f32>],
+    q: &[Vec<f32>],
+    mode: ChildSampling,
+    seed: u64,
+) -> Vec<Vec<u64>> {
     let mut tree = shape();
     let target: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
     let draft: Vec<Option<&[f32]>> = (0..=tree.len())
@@ -62,9 +98,9 @@ fn run_tree(p: &[Vec<f32>], q: &[Vec<f32>], mode: ChildSampling, seed: u64) -> V
     let mut drafter = Sampler::new(seed);
     let mut verifier = Sampler::new(seed ^ 0x7ee);
     let mut counts = vec![vec![0u64; p[0].len()]; p.len()];
-    for _ in 0..TRIALS {
+    for trial in 0..TRIALS as u64 {
         draw_tokens(&mut tree, q, mode, &mut drafter);
-        let out = verify_tree(&tree, &target, &draft, mode, &mut verifier).unwrap();
+        let out = verify(form, &tree, &target, &draft, mode, &mut verifier, trial);
         let emitted = out.emitted(&tree);
         // Row before each emitted token: the root, then each accepted node.
         let rows = std::iter::once(0).chain(out.path.iter().map(|&i| i + 1));
@@ -85,13 +121,23 @@ fn check_tree(
     seed: u64,
     busy: &[usize],
 ) {
-    let counts = run_tree(p, q, mode, seed);
-    assert_eq!(counts[0].iter().sum::<u64>(), TRIALS as u64);
-    for (r, c) in counts.iter().enumerate() {
-        check_counts(&format!("{what} {mode:?}, after row {r}"), c, &p[r]);
-    }
-    for &r in busy {
-        assert_enough(&format!("{what} {mode:?}, row {r}"), &counts[r], 1_000);
+    for form in FORMS {
+        let counts = run_tree(form, p, q, mode, seed);
+        assert_eq!(counts[0].iter().sum::<u64>(), TRIALS as u64);
+        for (r, c) in counts.iter().enumerate() {
+            check_counts(
+                &format!("{what} {mode:?} {form:?}, after row {r}"),
+                c,
+                &p[r],
+            );
+        }
+        for &r in busy {
+            assert_enough(
+                &format!("{what} {mode:?} {form:?}, row {r}"),
+                &counts[r],
+                1_000,
+            );
+        }
     }
 }
 
@@ -155,11 +201,17 @@ fn processed_distributions_in_both_modes() {
 #[test]
 fn q_equal_to_p_accepts_the_first_child_at_every_level() {
     let (p, _) = random_rows(3);
-    let counts = run_tree(&p, &p, ChildSampling::WithoutReplacement, 14);
-    // With q = p the first child is always accepted: the path is 0 -> 3 -> 7.
-    for r in [1, 4, 8] {
-        assert_eq!(counts[r].iter().sum::<u64>(), TRIALS as u64, "row {r}");
-        check_counts(&format!("q = p, row {r}"), &counts[r], &p[r]);
+    for form in FORMS {
+        let counts = run_tree(form, &p, &p, ChildSampling::WithoutReplacement, 14);
+        // With q = p the first child is always accepted: the path is 0 -> 3 -> 7.
+        for r in [1, 4, 8] {
+            assert_eq!(
+                counts[r].iter().sum::<u64>(),
+                TRIALS as u64,
+                "{form:?} row {r}"
+            );
+            check_counts(&format!("q = p {form:?}, row {r}"), &counts[r], &p[r]);
+        }
     }
 }
 
@@ -173,20 +225,34 @@ fn deterministic_children_emit_root_p() {
     let p: Vec<Vec<f32>> = (0..5).map(|r| random_dist(10, 0..10, 500 + r)).collect();
     let target: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
     let draft = vec![None; 5];
-    let mut s = Sampler::new(15);
-    let mut first = vec![0u64; 10];
-    let mut after_node1 = vec![0u64; 10];
-    for _ in 0..TRIALS {
-        let out = verify_tree(&tree, &target, &draft, ChildSampling::Iid, &mut s).unwrap();
-        let emitted = out.emitted(&tree);
-        first[emitted[0] as usize] += 1;
-        if out.path.first() == Some(&1) {
-            after_node1[emitted[1] as usize] += 1;
+    for form in FORMS {
+        let mut s = Sampler::new(15);
+        let mut first = vec![0u64; 10];
+        let mut after_node1 = vec![0u64; 10];
+        for trial in 0..TRIALS as u64 {
+            let out = verify(
+                form,
+                &tree,
+                &target,
+                &draft,
+                ChildSampling::Iid,
+                &mut s,
+                trial,
+            );
+            let emitted = out.emitted(&tree);
+            first[emitted[0] as usize] += 1;
+            if out.path.first() == Some(&1) {
+                after_node1[emitted[1] as usize] += 1;
+            }
         }
+        check_counts(&format!("deterministic {form:?}, first"), &first, &p[0]);
+        check_counts(
+            &format!("deterministic {form:?}, after node 1"),
+            &after_node1,
+            &p[2],
+        );
+        assert_enough("deterministic, after node 1", &after_node1, 2_000);
     }
-    check_counts("deterministic, first", &first, &p[0]);
-    check_counts("deterministic, after node 1", &after_node1, &p[2]);
-    assert_enough("deterministic, after node 1", &after_node1, 2_000);
 }
 
 #[test]
@@ -224,11 +290,17 @@ fn zero_probability_children_are_never_accepted() {
     };
     let draft = [Some(&q[..]), None, None, None];
     let mut s = Sampler::new(802);
-    for mode in [ChildSampling::Iid, ChildSampling::WithoutReplacement] {
-        for _ in 0..10_000 {
-            let out = verify_tree(&tree, &[p; 4], &draft, mode, &mut s).unwrap();
-            assert!(out.path.is_empty(), "{mode:?} accepted {:?}", out.path);
-            assert_ne!(out.next_token, 1);
+    for form in FORMS {
+        for mode in [ChildSampling::Iid, ChildSampling::WithoutReplacement] {
+            for trial in 0..10_000 {
+                let out = verify(form, &tree, &[p; 4], &draft, mode, &mut s, trial);
+                assert!(
+                    out.path.is_empty(),
+                    "{mode:?} {form:?} accepted {:?}",
+                    out.path
+                );
+                assert_ne!(out.next_token, 1);
+            }
         }
     }
 }
@@ -273,20 +345,22 @@ fn accepted_leaf_samples_a_bonus_token_from_its_p() {
         parents: vec![-1, 0],
     };
     let mut s = Sampler::new(1001);
-    let out = verify_tree(
-        &tree,
-        &[p, p, &bonus],
-        &[Some(p), Some(p), None],
-        ChildSampling::Iid,
-        &mut s,
-    );
-    assert_eq!(
-        out.unwrap(),
-        vpd_sampling::TreeOutcome {
+    for form in FORMS {
+        let out = verify(
+            form,
+            &tree,
+            &[p, p, &bonus],
+            &[Some(p), Some(p), None],
+            ChildSampling::Iid,
+            &mut s,
+            0,
+        );
+        let want = vpd_sampling::TreeOutcome {
             path: vec![0, 1],
-            next_token: 2
-        }
-    );
+            next_token: 2,
+        };
+        assert_eq!(out, want, "{form:?}");
+    }
 }
 
 #[test]
@@ -369,4 +443,63 @@ fn malformed_trees_and_rows_return_errors() {
         }
     );
     assert!(verify_tree_greedy(&t, &[p; 2]).is_err());
+}
+
+#[test]
+fn kernel_form_refuses_what_the_reference_refuses_and_oversized_trees() {
+    let p: &[f32] = &[0.25; 4];
+    let iid = ChildSampling::Iid;
+    let bad = TokenTree {
+        tokens: vec![1, 2],
+        parents: vec![-1, 1],
+    };
+    assert!(matches!(
+        verify_tree_ref(&bad, &[p; 3], &[Some(p), None, None], iid, 1, 0, 0),
+        Err(SpecError::InvalidTree(_))
+    ));
+    let oov = TokenTree {
+        tokens: vec![1, 9],
+        parents: vec![-1, 0],
+    };
+    assert!(matches!(
+        verify_tree_ref(&oov, &[p; 3], &[Some(p), Some(p), None], iid, 1, 0, 0),
+        Err(SpecError::TokenOutOfRange { token: 9, .. })
+    ));
+    let n = vpd_sampling::kernel_ref::MAX_TREE_NODES + 1;
+    let wide = TokenTree {
+        tokens: vec![0; n],
+        parents: vec![-1; n],
+    };
+    let rows = vec![p; n + 1];
+    let err = verify_tree_ref(&wide, &rows, &vec![None; n + 1], iid, 1, 0, 0).unwrap_err();
+    assert!(err.to_string().contains("at most 64"), "{err}");
+}
+
+#[test]
+fn kernel_form_keeps_totals_in_range_for_unnormalised_rows() {
+    use vpd_sampling::kernel_ref::{fit_shift, TOTAL_BITS};
+    assert_eq!(fit_shift(0), 0);
+    assert_eq!(fit_shift((1 << TOTAL_BITS) - 1), 0);
+    assert_eq!(fit_shift(1 << TOTAL_BITS), 1);
+    assert_eq!(fit_shift(u128::MAX), 128 - TOTAL_BITS);
+    // Rows far from normalised (every entry clamped to 1) still verify and draw in range.
+    let ones = vec![1.0f32; 5000];
+    let half = vec![0.5f32; 5000];
+    let tree = TokenTree {
+        tokens: vec![3, 4, 5],
+        parents: vec![-1, -1, 1],
+    };
+    for seed in 0..50 {
+        let out = verify_tree_ref(
+            &tree,
+            &[&ones, &ones, &half, &ones],
+            &[Some(&half), None, Some(&ones), None],
+            ChildSampling::WithoutReplacement,
+            seed,
+            0,
+            0,
+        )
+        .unwrap();
+        assert!(out.next_token < 5000);
+    }
 }
