@@ -59,5 +59,8 @@ mod tests {
         assert_eq!(offset_of!(ChainVerifyParams, offset), 56);
         assert_eq!(offset_of!(ChainVerifyParams, max_draft), 72);
         assert_eq!(size_of::<ChainVerifyParams>(), 80);
+        assert_eq!(offset_of!(TreeVerifyParams, offset), 88);
+        assert_eq!(offset_of!(TreeVerifyParams, without_replacement), 108);
+        assert_eq!(size_of::<TreeVerifyParams>(), 112);
     }
 }

@@ -1,5 +1,6 @@
-//! Chain rejection sampling (batch 64, L = 4, vocabulary 128256) and the fused sampler (batch
-//! 64, vocabulary 128256), beside the device-to-device copy bandwidth of the same run.
+//! Chain rejection sampling (batch 64, L = 4, vocabulary 128256), tree verification (batch 64,
+//! 8-node binary trees) and the fused sampler (batch 64, vocabulary 128256), beside the
+//! device-to-device copy bandwidth of the same run.
 //!
 //! The byte bound of rejection sampling is the issue's: target probs (64 × 5 × V × 4 bytes)
 //! plus draft probs (64 × 4 × V × 4). The kernel reads far less (two values per accepted
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use verify_pd::backend::cuda::sampling::{self, ChainBatch, ChainOut, RowParams};
+use verify_pd::backend::cuda::tree_verify::{self, TreeBatch, TreeDraft, TreeOut};
+use vpd_sampling::ChildSampling;
 
 fn config() -> Criterion {
     Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1))
@@ -66,6 +69,34 @@ fn bench(c: &mut Criterion) {
     let mut run = || sampling::verify_chain_greedy(&dev, &batch, &mut ChainOut { accepted: &mut acc, tokens: &mut out }).unwrap();
     let secs = common::median_secs(&dev, 15, &mut run);
     common::report(&dev, "chain_greedy", &format!("B={b} L={l} V={v} (reads >= 1 row)"), secs, (b * v * 4) as f64, ceiling);
+
+    // Tree verification: random tokens are mostly rejected, so each visited position costs its
+    // residual passes over p and q (reads and writes of the u64 workspace).
+    let n = 8usize;
+    let parents: Vec<i32> = (0..b).flat_map(|_| [-1, -1, 0, 0, 1, 1, 2, 2]).collect();
+    let toks: Vec<u32> = common::rand_bf16(b * n, 5).iter().map(|&t| u32::from(t) % v as u32).collect();
+    let (tp, tq) = (dev.upload(&probs(b * (n + 1), v, 6)).unwrap(), dev.upload(&probs(b * (n + 1), v, 7)).unwrap());
+    let (tok, par, cnt, has) =
+        (dev.upload(&toks).unwrap(), dev.upload(&parents).unwrap(), dev.upload(&vec![n as u32; b]).unwrap(), dev.upload(&vec![1u8; b * (n + 1)]).unwrap());
+    let mut ws = dev.alloc::<u64>(b * v).unwrap();
+    let (mut acc, mut path, mut out) = (dev.alloc::<u32>(b).unwrap(), dev.alloc::<u32>(b * n).unwrap(), dev.alloc::<u32>(b * (n + 1)).unwrap());
+    let batch = TreeBatch { target: &tp, tokens: &tok, parents: &par, num_nodes: &cnt, rows: b, vocab: v, max_nodes: n };
+    let bound = (2 * b * (n + 1) * v * 4) as f64;
+    for mode in [ChildSampling::Iid, ChildSampling::WithoutReplacement] {
+        let mut offset = 0u64;
+        let mut run = || {
+            offset += 1;
+            let mut d = TreeDraft { draft: &tq, has_draft: &has, seed: &seeds, workspace: &mut ws, mode };
+            let mut o = TreeOut { accepted: &mut acc, path: &mut path, tokens: &mut out };
+            tree_verify::verify_tree(&dev, &batch, &mut d, &mut o, offset).unwrap()
+        };
+        let secs = common::median_secs(&dev, 15, &mut run);
+        common::report(&dev, "tree_verify", &format!("B={b} nodes={n} V={v} {mode:?} random tokens"), secs, bound, ceiling);
+        let mut g = c.benchmark_group(name.clone());
+        g.throughput(Throughput::Bytes(bound as u64));
+        g.bench_function(format!("tree_verify/B={b}/nodes={n}/V={v}/{mode:?}"), |bch| bch.iter_custom(|k| common::time(&dev, k, &mut run)));
+        g.finish();
+    }
 
     // Fused sampler: one read of the logits row for argmax, one for the masses.
     let logits = dev.upload(&common::rand_f32(b * v, 4).iter().map(|x| x * 8.0).collect::<Vec<_>>()).unwrap();

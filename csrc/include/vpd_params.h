@@ -142,4 +142,32 @@ typedef struct ChainVerifyParams {
     uint32_t max_draft;           /* row stride, 0 ..= 16 */
 } ChainVerifyParams;
 
+/* Tree speculative verification (tree_verify.cu), one block per tree. Node i of row r has
+ * token tokens[r][i] and parent parents[r][i] (-1: a child of the committed prefix); a node
+ * whose parent is not in -1..i-1 is never reached. Position rows: 0 = after the prefix,
+ * i + 1 = after node i. tree_verify_kernel tries each node's children in index order
+ * (SpecInfer; without_replacement: Recursive Speculative Decoding), accept test and residual in
+ * the integer form of vpd_sampling::kernel_ref::verify_tree_ref, Philox word 0 of
+ * (seed[r], offset, r, try) per try and words 2-3 of the next counter for the final draw.
+ * tree_verify_greedy_kernel reads logits in `target` and descends into the first child equal
+ * to the argmax. A token >= vocab is never accepted. */
+typedef struct TreeVerifyParams {
+    const float *target;      /* [rows, max_nodes + 1, vocab] processed target probs p (greedy: logits) */
+    const float *draft;       /* [rows, max_nodes + 1, vocab] q each position's children were drawn from (greedy: NULL) */
+    const uint8_t *has_draft; /* [rows, max_nodes + 1] 0: deterministic children, one-hot q (greedy: NULL) */
+    const uint32_t *tokens;   /* [rows, max_nodes] */
+    const int32_t *parents;   /* [rows, max_nodes] */
+    const uint32_t *num_nodes;/* [rows] nodes per tree, clamped to max_nodes */
+    const uint64_t *seed;     /* [rows] (greedy: NULL) */
+    uint64_t *workspace;      /* [rows, vocab] residual masses (greedy: NULL) */
+    uint32_t *accepted;       /* [rows] accepted path length */
+    uint32_t *out_path;       /* [rows, max_nodes] accepted nodes, root side first */
+    uint32_t *out_tokens;     /* [rows, max_nodes + 1] their tokens, then the next token */
+    uint64_t offset;
+    uint32_t rows;
+    uint32_t vocab;           /* 1 ..= 2^20 */
+    uint32_t max_nodes;       /* row stride, 0 ..= 64 */
+    uint32_t without_replacement;
+} TreeVerifyParams;
+
 #endif

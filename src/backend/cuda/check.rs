@@ -176,6 +176,7 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
     rows.extend(attention_checks(dev, &mut rng)?);
     rows.extend(kv_copy_checks(dev, &mut rng)?);
     rows.extend(super::sampling_check::sampling_checks(dev, seed)?);
+    rows.extend(super::tree_check::tree_checks(dev, seed)?);
     Ok(rows)
 }
 

@@ -83,6 +83,8 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("sampling", "sample_kernel"),
     ("sampling", "chain_verify_kernel"),
     ("sampling", "chain_verify_greedy_kernel"),
+    ("tree_verify", "tree_verify_kernel"),
+    ("tree_verify", "tree_verify_greedy_kernel"),
 ];
 
 impl Device {

@@ -11,9 +11,9 @@
 //! bf16 weights on the device for performance runs at full model shapes.
 //!
 //! Per-lane streams with priorities and green-context SM partitions are in [`lanes`]
-//! ([`CudaBackend::bind_lane`]); the fused sampler and chain verification in [`sampling`].
-//! Later work, not here yet: graph buckets by batch size in the engine, tree rejection
-//! sampling on the device, and the engine calling the sampling kernels.
+//! ([`CudaBackend::bind_lane`]); the fused sampler and chain verification in [`sampling`],
+//! tree verification in [`tree_verify`]. Later work, not here yet: graph buckets by batch size
+//! in the engine, and the engine calling the sampling and verification kernels.
 pub mod check;
 pub mod device;
 pub mod lanes;
@@ -21,6 +21,8 @@ pub mod ops;
 pub mod plan;
 pub mod sampling;
 pub mod sampling_check;
+pub mod tree_check;
+pub mod tree_verify;
 
 use std::sync::Arc;
 

@@ -90,7 +90,7 @@ pub fn sampling_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
 }
 
 /// A processed distribution and a nearby drafter distribution (so acceptance is mixed).
-fn p_and_q(rng: &mut ChaCha8Rng, v: usize, kind: usize) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn p_and_q(rng: &mut ChaCha8Rng, v: usize, kind: usize) -> (Vec<f32>, Vec<f32>) {
     let x: Vec<f32> = (0..v).map(|_| rng.random::<f32>() * 6.0).collect();
     let y: Vec<f32> = x.iter().map(|&e| e + rng.random::<f32>() * 1.5).collect();
     let pp = SamplingParams { temperature: 1.0, top_k: if kind % 3 == 1 { 20 } else { 0 }, top_p: 1.0, seed: 0 };
@@ -169,7 +169,7 @@ fn chain_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>> {
 
 /// Bernstein bound (as in vpd-sampling's tests): the worst |count - N p| over bins divided by
 /// its bound t(p), which must be <= 1; a p = 0 bin with a count gives infinity.
-fn bernstein_ratio(counts: &[u64], probs: &[f32]) -> f64 {
+pub(super) fn bernstein_ratio(counts: &[u64], probs: &[f32]) -> f64 {
     let n: u64 = counts.iter().sum();
     let total: f64 = probs.iter().map(|&x| f64::from(x.max(0.0))).sum();
     let l = (2.0f64 / 1e-10).ln();
