@@ -117,13 +117,13 @@ fn every_policy_completes_every_request_with_plain_greedy_tokens() {
             }
             if policy.speculates() {
                 assert!(
-                    out.verifies > 0 && out.accepted <= out.drafted,
+                    out.metrics.verifies > 0 && out.metrics.accepted <= out.metrics.drafted,
                     "{policy} {draft:?}"
                 );
             } else {
-                assert_eq!(out.drafted, 0);
+                assert_eq!(out.metrics.drafted, 0);
             }
-            assert_eq!(out.preemptions, 0, "{policy}: the cache is large enough");
+            assert_eq!(out.metrics.preemptions, 0, "{policy}: the cache is large enough");
         }
     }
 }
@@ -144,8 +144,8 @@ fn overload_preempts_by_recompute_and_loses_nothing() {
         // 14 blocks of 4 tokens: about two requests fit at once; all arrive together.
         // A budget that admits several prompts in one step, so decoding outgrows the cache.
         let out = run(&m, policy, &DraftSpec::LayerSkip(1), 14, &reqs, 0.0, 64);
-        eprintln!("{policy}: {} preemptions", out.preemptions);
-        assert!(out.preemptions > 0, "{policy}: overload must preempt");
+        eprintln!("{policy}: {} preemptions", out.metrics.preemptions);
+        assert!(out.metrics.preemptions > 0, "{policy}: overload must preempt");
         for (i, o) in out.outcomes.iter().enumerate().take(10) {
             assert_eq!(o.result, Ok(FinishReason::Length), "{policy} request {i}");
             assert_eq!(

@@ -210,12 +210,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 summarize(&out.records, out.duration_s, slo).map_err(|e| bad("metrics", e))?;
             if policy.speculates() {
                 summary.acceptance = Some(AcceptanceSummary::new(
-                    out.verifies,
-                    out.drafted,
-                    out.accepted,
+                    out.metrics.verifies,
+                    out.metrics.drafted,
+                    out.metrics.accepted,
                 ));
             }
-            summary.l_histogram = out.l_histogram.clone();
+            summary.l_histogram = out.metrics.l_histogram.clone();
             // `suspend`, not `println`: a hidden bar (stderr not a terminal) drops `println`.
             bar.suspend(|| {
                 eprintln!(
@@ -225,7 +225,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     summary.tpot_ms.p50,
                     summary.tpot_ms.p99,
                     summary.output_throughput,
-                    out.preemptions
+                    out.metrics.preemptions
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {

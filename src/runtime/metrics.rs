@@ -96,6 +96,12 @@ pub struct RuntimeMetrics {
     pub e2e: Histogram,
 }
 
+impl Default for RuntimeMetrics {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
 impl RuntimeMetrics {
     pub fn new(l_max: usize) -> Self {
         Self {

@@ -51,6 +51,7 @@ use vpd_bench::metrics::RequestRecord;
 use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_sched::{ControllerConfig, CostPrior, StarvationBounds};
 
+use self::metrics::RuntimeMetrics;
 use crate::backend::Backend;
 use crate::engine::{Engine, FinishReason, GenerateRequest};
 use crate::error::{EngineError, Result};
@@ -206,13 +207,9 @@ pub struct Outcome {
 pub struct RunOutput {
     pub outcomes: Vec<Outcome>,
     pub records: Vec<RequestRecord>,
-    /// `l_histogram[L]`: decode-lane steps of one request that drafted L tokens (0 = plain).
-    pub l_histogram: Vec<u64>,
-    /// Verify steps that checked at least one drafted token, drafted and accepted positions.
-    pub verifies: u64,
-    pub drafted: u64,
-    pub accepted: u64,
-    pub preemptions: u64,
+    /// The counters at the end of the run (drafted, accepted, the L histogram, preemptions,
+    /// latency histograms): the same numbers the server publishes.
+    pub metrics: RuntimeMetrics,
     /// Lane steps run: decode (draft or plain), verify, prefill (mixed steps count once each
     /// in every lane they carried work for).
     pub lane_steps: [u64; 3],

@@ -1,5 +1,6 @@
 //! The serving loop: admission, lane selection, plan-then-run steps, preemption by recompute.
 //! See the module docs of [`crate::runtime`] for the policies and what is simplified.
+mod commit;
 mod draft_lane;
 mod drafting;
 mod memory;
@@ -10,7 +11,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
 use vpd_sched::{
     Controller, ControllerConfig, Lane, LaneQueue, LaneReady, PrioritySelector,
     RequestState,
@@ -22,7 +22,6 @@ use super::service::Shared;
 use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
 use crate::backend::{Backend, LogitsWanted, StepPlan};
-use crate::engine::generate::stop_reason;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, Proposal};
@@ -133,10 +132,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             reqs: Reqs::default(),
             waiting: VecDeque::new(),
             controller,
-            out: RunOutput {
-                l_histogram: vec![0; cfg.num_draft + 1],
-                ..RunOutput::default()
-            },
+            out: RunOutput::default(),
             start: Instant::now(),
             live: 0,
             running: 0,
@@ -268,6 +264,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         }
         let mut out = std::mem::take(&mut self.out);
         out.duration_s = self.now_s();
+        out.metrics = self.snapshot();
         for r in self.reqs.take_all() {
             let result = match (&r.error, r.finish) {
                 (Some(e), _) => Err(e.clone()),
@@ -353,11 +350,6 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         m.lane_queue = [self.decode_q.len(), self.verify_q.len(), self.waiting.len()];
         m.kv_total_blocks = blocks.num_total();
         m.kv_used_blocks = blocks.num_total() - blocks.num_free();
-        m.preemptions = self.out.preemptions;
-        m.verifies = self.out.verifies;
-        m.drafted = self.out.drafted;
-        m.accepted = self.out.accepted;
-        m.l_histogram.clone_from(&self.out.l_histogram);
         m
     }
 
@@ -418,7 +410,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
     fn step(&mut self) -> Result<bool> {
         match self.cfg.policy {
             Policy::NoSpec => {
-                self.out.l_histogram[0] += self.decode_q.len() as u64;
+                self.metrics.l_histogram[0] += self.decode_q.len() as u64;
                 let mut entries: Vec<(usize, Work)> = drain(&self.decode_q)
                     .into_iter()
                     .map(|id| (id, Work::Decode))
@@ -591,166 +583,6 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             )));
         }
         Ok(true)
-    }
-
-    fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<&[f32]>, t: f64) -> Result<()> {
-        let r = &mut self.reqs[id];
-        let drafted = p.tree.len();
-        let sampling = r.req.sampling;
-        let (k, emitted, rows_of) = if let Some(acc) = &mut r.accept {
-            // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
-            let k = acc.verify(drafted);
-            let row = rows
-                .get(k)
-                .ok_or_else(|| internal("verify step returned too few logits"))?;
-            let next = if sampling.is_greedy() {
-                argmax(row)
-            } else {
-                r.verify.sample(row, &sampling)
-            };
-            let mut e = p.tree.tokens[..k].to_vec();
-            e.push(next);
-            (k, e, (0..=k).collect::<Vec<usize>>())
-        } else {
-            let outcome = if sampling.is_greedy() {
-                verify_tree_greedy(&p.tree, &rows)
-            } else {
-                let probs: Vec<Vec<f32>> = rows
-                    .iter()
-                    .map(|row| processed_probs(row, &sampling))
-                    .collect();
-                let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
-                let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
-                verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
-            }
-            .map_err(|e| internal(format!("verification: {e}")))?;
-            // Emitted token j was predicted by row 0 (j = 0) or by the row of the j-th accepted
-            // node (its index + 1: row 0 is the newest committed token's).
-            let rows_of: Vec<usize> = std::iter::once(0)
-                .chain(outcome.path.iter().map(|&node| node + 1))
-                .collect();
-            (outcome.path.len(), outcome.emitted(&p.tree), rows_of)
-        };
-        if r.logprobs.is_some() {
-            for (&tok, &row) in emitted.iter().zip(&rows_of) {
-                if let Some(row) = rows.get(row) {
-                    r.note_logprob(row, tok);
-                }
-            }
-        }
-        r.cached += 1 + k;
-        let seq = r
-            .seq
-            .ok_or_else(|| internal("verified a request without a cache"))?;
-        let cached = r.cached;
-        self.engine.blocks_mut().truncate(seq, cached)?;
-        self.out.verifies += 1;
-        self.out.drafted += drafted as u64;
-        self.out.accepted += k as u64;
-        for pos in self.metrics.accepted_per_pos.iter_mut().take(k) {
-            *pos += 1;
-        }
-        if let Some(c) = &mut self.controller {
-            c.observe_acceptance(id as u64, drafted.min(255) as u8, k.min(255) as u8)
-                .map_err(|e| internal(e.to_string()))?;
-        }
-        let n = self.push_tokens(id, &emitted);
-        if self.reqs[id].finish.is_none() {
-            let committed = self.reqs[id].context.len();
-            self.drafter_rollback(seq, committed)?;
-        }
-        self.settle(id, n, t)
-    }
-
-    /// Records and sends the newest `n` tokens of `id` as one chunk at `t`.
-    fn stream(&mut self, id: usize, n: usize, t: f64) {
-        if n == 0 {
-            return;
-        }
-        let r = &mut self.reqs[id];
-        r.chunk(t, n);
-        let mut logprobs = std::mem::take(&mut r.pending_logprobs);
-        logprobs.truncate(n);
-        r.emit(Event::Tokens {
-            ids: r.context[r.context.len() - n..].to_vec(),
-            logprobs,
-        });
-        self.metrics.generation_tokens += n as u64;
-        let chunks = &r.record.chunks;
-        match chunks.len() {
-            0 => {}
-            1 => self.metrics.ttft.observe(t - r.record.send_s),
-            k => self.metrics.itl.observe(t - chunks[k - 2].t_s),
-        }
-    }
-
-    /// Counts a request's end in the metrics.
-    pub(super) fn observe_end(&mut self, id: usize, t: f64) {
-        let r = &self.reqs[id];
-        let m = &mut self.metrics;
-        match (&r.error, r.finish) {
-            (Some(_), _) => m.aborted += 1,
-            (None, Some(crate::engine::FinishReason::Stop)) => m.finished_stop += 1,
-            (None, _) => m.finished_length += 1,
-        }
-        if r.error.is_none() {
-            m.e2e.observe(t - r.record.send_s);
-            if let Some(tpot) = r.record.tpot_s() {
-                m.tpot.observe(tpot);
-            }
-        }
-    }
-
-    /// Appends tokens until one ends the request; returns how many were appended.
-    fn push_tokens(&mut self, id: usize, toks: &[u32]) -> usize {
-        let cfg = self.engine.backend().config();
-        let r = &mut self.reqs[id];
-        let mut n = 0;
-        for &tok in toks {
-            r.context.push(tok);
-            n += 1;
-            r.finish = stop_reason(cfg, &r.req, r.out_len(), tok);
-            if r.finish.is_some() {
-                break;
-            }
-        }
-        n
-    }
-
-    /// After a step emitted `n` tokens for `id`: stream them, then finish the request or
-    /// hand it (back) to the decode lane.
-    fn settle(&mut self, id: usize, n: usize, t: f64) -> Result<()> {
-        self.stream(id, n, t);
-        if let Some(reason) = self.reqs[id].finish {
-            self.release(id)?;
-            let r = &mut self.reqs[id];
-            r.to(RequestState::Finished)?;
-            r.record.end_s = Some(t);
-            r.emit(Event::Finished {
-                reason,
-                prompt_tokens: r.prompt_len,
-                output_tokens: r.out_len(),
-            });
-            self.observe_end(id, t);
-            self.live -= 1;
-            self.ended.push(id);
-            return Ok(());
-        }
-        let r = &mut self.reqs[id];
-        match r.state {
-            RequestState::Drafting => {}
-            RequestState::Prefilling => {
-                r.to(RequestState::Drafting)?;
-                if let Some(c) = &mut self.controller {
-                    c.add_request(id as u64)
-                        .map_err(|e| internal(e.to_string()))?;
-                }
-            }
-            _ => r.to(RequestState::Drafting)?,
-        }
-        self.decode_q
-            .try_push(id)
-            .map_err(|_| internal("decode queue full"))
     }
 }
 

@@ -49,7 +49,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             let mut plain = Vec::new();
             for (&id, &l) in ids.iter().zip(&lens) {
                 if l == 0 {
-                    self.out.l_histogram[0] += 1;
+                    self.metrics.l_histogram[0] += 1;
                     plain.push((id, Work::Decode));
                 }
             }
@@ -65,7 +65,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
         for &id in ids {
             match proposals.remove(&id).filter(|p| !p.tree.is_empty()) {
                 Some(p) => {
-                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
+                    self.metrics.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
                     if hand_off {
                         let r = &mut self.reqs[id];
                         r.to(RequestState::Verifying)?;
@@ -78,7 +78,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
                     }
                 }
                 None => {
-                    self.out.l_histogram[0] += 1;
+                    self.metrics.l_histogram[0] += 1;
                     out.push((id, Work::Decode));
                 }
             }
@@ -228,10 +228,10 @@ impl<B: Backend> Runtime<'_, '_, B> {
                     continue;
                 }
                 if p.tree.is_empty() {
-                    self.out.l_histogram[0] += 1;
+                    self.metrics.l_histogram[0] += 1;
                     self.plain_ready.push(id);
                 } else {
-                    self.out.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
+                    self.metrics.l_histogram[p.tree.len().min(self.cfg.num_draft)] += 1;
                     r.to(RequestState::Verifying)?;
                     r.proposal = Some(p);
                     self.verify_q

@@ -156,7 +156,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
         r.to(RequestState::Waiting)?;
         r.cached = 0;
         r.preemptions += 1;
-        self.out.preemptions += 1;
+        self.metrics.preemptions += 1;
         if !was_prefilling {
             self.waiting.push_front(id);
         }

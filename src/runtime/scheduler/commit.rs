@@ -1,0 +1,174 @@
+//! Committing a step's results to requests: verification outcomes (exact speculative sampling
+//! of [`vpd_sampling::verify_tree`], greedy or synthetic), streaming new tokens to the request's
+//! sink, stop conditions, and the hand-off of a request to its next lane.
+use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
+use vpd_sched::RequestState;
+
+use super::{internal, Runtime};
+use crate::backend::Backend;
+use crate::engine::generate::stop_reason;
+use crate::error::Result;
+use crate::runtime::events::Event;
+use crate::spec::Proposal;
+
+impl<B: Backend> Runtime<'_, '_, B> {
+    pub(super) fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<&[f32]>, t: f64) -> Result<()> {
+        let r = &mut self.reqs[id];
+        let drafted = p.tree.len();
+        let sampling = r.req.sampling;
+        let (k, emitted, rows_of) = if let Some(acc) = &mut r.accept {
+            // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
+            let k = acc.verify(drafted);
+            let row = rows
+                .get(k)
+                .ok_or_else(|| internal("verify step returned too few logits"))?;
+            let next = if sampling.is_greedy() {
+                argmax(row)
+            } else {
+                r.verify.sample(row, &sampling)
+            };
+            let mut e = p.tree.tokens[..k].to_vec();
+            e.push(next);
+            (k, e, (0..=k).collect::<Vec<usize>>())
+        } else {
+            let outcome = if sampling.is_greedy() {
+                verify_tree_greedy(&p.tree, &rows)
+            } else {
+                let probs: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|row| processed_probs(row, &sampling))
+                    .collect();
+                let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
+                let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
+                verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
+            }
+            .map_err(|e| internal(format!("verification: {e}")))?;
+            // Emitted token j was predicted by row 0 (j = 0) or by the row of the j-th accepted
+            // node (its index + 1: row 0 is the newest committed token's).
+            let rows_of: Vec<usize> = std::iter::once(0)
+                .chain(outcome.path.iter().map(|&node| node + 1))
+                .collect();
+            (outcome.path.len(), outcome.emitted(&p.tree), rows_of)
+        };
+        if r.logprobs.is_some() {
+            for (&tok, &row) in emitted.iter().zip(&rows_of) {
+                if let Some(row) = rows.get(row) {
+                    r.note_logprob(row, tok);
+                }
+            }
+        }
+        r.cached += 1 + k;
+        let seq = r
+            .seq
+            .ok_or_else(|| internal("verified a request without a cache"))?;
+        let cached = r.cached;
+        self.engine.blocks_mut().truncate(seq, cached)?;
+        self.metrics.verifies += 1;
+        self.metrics.drafted += drafted as u64;
+        self.metrics.accepted += k as u64;
+        for pos in self.metrics.accepted_per_pos.iter_mut().take(k) {
+            *pos += 1;
+        }
+        if let Some(c) = &mut self.controller {
+            c.observe_acceptance(id as u64, drafted.min(255) as u8, k.min(255) as u8)
+                .map_err(|e| internal(e.to_string()))?;
+        }
+        let n = self.push_tokens(id, &emitted);
+        if self.reqs[id].finish.is_none() {
+            let committed = self.reqs[id].context.len();
+            self.drafter_rollback(seq, committed)?;
+        }
+        self.settle(id, n, t)
+    }
+
+    /// Records and sends the newest `n` tokens of `id` as one chunk at `t`.
+    pub(super) fn stream(&mut self, id: usize, n: usize, t: f64) {
+        if n == 0 {
+            return;
+        }
+        let r = &mut self.reqs[id];
+        r.chunk(t, n);
+        let mut logprobs = std::mem::take(&mut r.pending_logprobs);
+        logprobs.truncate(n);
+        r.emit(Event::Tokens {
+            ids: r.context[r.context.len() - n..].to_vec(),
+            logprobs,
+        });
+        self.metrics.generation_tokens += n as u64;
+        let chunks = &r.record.chunks;
+        match chunks.len() {
+            0 => {}
+            1 => self.metrics.ttft.observe(t - r.record.send_s),
+            k => self.metrics.itl.observe(t - chunks[k - 2].t_s),
+        }
+    }
+
+    /// Counts a request's end in the metrics.
+    pub(super) fn observe_end(&mut self, id: usize, t: f64) {
+        let r = &self.reqs[id];
+        let m = &mut self.metrics;
+        match (&r.error, r.finish) {
+            (Some(_), _) => m.aborted += 1,
+            (None, Some(crate::engine::FinishReason::Stop)) => m.finished_stop += 1,
+            (None, _) => m.finished_length += 1,
+        }
+        if r.error.is_none() {
+            m.e2e.observe(t - r.record.send_s);
+            if let Some(tpot) = r.record.tpot_s() {
+                m.tpot.observe(tpot);
+            }
+        }
+    }
+
+    /// Appends tokens until one ends the request; returns how many were appended.
+    pub(super) fn push_tokens(&mut self, id: usize, toks: &[u32]) -> usize {
+        let cfg = self.engine.backend().config();
+        let r = &mut self.reqs[id];
+        let mut n = 0;
+        for &tok in toks {
+            r.context.push(tok);
+            n += 1;
+            r.finish = stop_reason(cfg, &r.req, r.out_len(), tok);
+            if r.finish.is_some() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// After a step emitted `n` tokens for `id`: stream them, then finish the request or
+    /// hand it (back) to the decode lane.
+    pub(super) fn settle(&mut self, id: usize, n: usize, t: f64) -> Result<()> {
+        self.stream(id, n, t);
+        if let Some(reason) = self.reqs[id].finish {
+            self.release(id)?;
+            let r = &mut self.reqs[id];
+            r.to(RequestState::Finished)?;
+            r.record.end_s = Some(t);
+            r.emit(Event::Finished {
+                reason,
+                prompt_tokens: r.prompt_len,
+                output_tokens: r.out_len(),
+            });
+            self.observe_end(id, t);
+            self.live -= 1;
+            self.ended.push(id);
+            return Ok(());
+        }
+        let r = &mut self.reqs[id];
+        match r.state {
+            RequestState::Drafting => {}
+            RequestState::Prefilling => {
+                r.to(RequestState::Drafting)?;
+                if let Some(c) = &mut self.controller {
+                    c.add_request(id as u64)
+                        .map_err(|e| internal(e.to_string()))?;
+                }
+            }
+            _ => r.to(RequestState::Drafting)?,
+        }
+        self.decode_q
+            .try_push(id)
+            .map_err(|_| internal("decode queue full"))
+    }
+}
