@@ -28,14 +28,14 @@ pub const MAX_VOCAB: usize = 1 << 20;
 /// Longest draft chain per row.
 pub const MAX_DRAFT: usize = vpd_sampling::kernel_ref::MAX_DRAFT;
 
-fn check_vocab(op: &'static str, vocab: usize) -> Result<()> {
+pub(super) fn check_vocab(op: &'static str, vocab: usize) -> Result<()> {
     if vocab == 0 || vocab > MAX_VOCAB {
         return Err(shape_err(op, format!("vocab {vocab} (need 1..={MAX_VOCAB})")));
     }
     Ok(())
 }
 
-fn check_rows(op: &'static str, rows: usize) -> Result<()> {
+pub(super) fn check_rows(op: &'static str, rows: usize) -> Result<()> {
     if rows > i32::MAX as usize {
         return Err(shape_err(op, format!("{rows} rows")));
     }

@@ -13,7 +13,7 @@ use vpd_sampling::ChildSampling;
 
 use super::device::{ptr, ptr_mut, Device};
 use super::ops::{cfg, check_len, launch, shape_err};
-use super::sampling::{MAX_VOCAB, SAMPLING_THREADS};
+use super::sampling::{check_rows, check_vocab, SAMPLING_THREADS};
 use crate::error::Result;
 use crate::kernels::params::TreeVerifyParams;
 
@@ -74,14 +74,10 @@ fn tree_params(
     draft: Option<&mut TreeDraft<'_>>,
     offset: u64,
 ) -> Result<TreeVerifyParams> {
-    if b.vocab == 0 || b.vocab > MAX_VOCAB {
-        return Err(shape_err(op, format!("vocab {} (need 1..={MAX_VOCAB})", b.vocab)));
-    }
+    check_vocab(op, b.vocab)?;
+    check_rows(op, b.rows)?;
     if b.max_nodes > MAX_TREE_NODES {
         return Err(shape_err(op, format!("max_nodes {} (need <= {MAX_TREE_NODES})", b.max_nodes)));
-    }
-    if b.rows > i32::MAX as usize {
-        return Err(shape_err(op, format!("{} rows", b.rows)));
     }
     let (rows, v, n) = (b.rows, b.vocab, b.max_nodes);
     check_len(op, "target", b.target, rows * (n + 1) * v)?;
