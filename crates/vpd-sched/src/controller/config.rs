@@ -1,0 +1,157 @@
+//! The controller's settings, their validation and its error type.
+use super::MAX_TIERS;
+use crate::cost::CostPriorError;
+use crate::request::RequestId;
+
+/// Controller settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// The longest draft. Must be ≥ 1 when `speculation` is on.
+    pub l_max: u8,
+    /// Off: every decision is L = 0 (plain decoding).
+    pub speculation: bool,
+    /// The L values allowed, increasing, starting at 0, none above `l_max`. Empty: the
+    /// default ladder 0, 1, 2, 3, 4, 6, 8, 12, 16, … cut at `l_max` (with `l_max` added).
+    pub tiers: Vec<u8>,
+    /// α assumed for a new request, in [0, 1].
+    pub alpha_prior: f64,
+    /// EWMA weight of one verify outcome, in (0, 1].
+    pub ewma_weight: f64,
+    /// Relative goodput gain a change must predict, ≥ 0.
+    pub margin: f64,
+    /// Steps a request's L is held after it changed.
+    pub cooldown_steps: u32,
+    /// Consecutive decisions that must propose the same new L for one request before it
+    /// moves alone (a proposal that gains `margin` overall moves everyone at once). ≥ 1.
+    pub confirm_steps: u32,
+    /// Width of α's confidence band in standard errors, ≥ 0: a request moves only if the move
+    /// still pays with α at the pessimistic end of the band.
+    pub confidence_z: f64,
+    /// Steps at L = 0 before a probe; `None` disables probes.
+    pub probe_interval: Option<u32>,
+    /// Draft slowdown per unit of verify-lane busy fraction, ≥ 0.
+    pub interference: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            l_max: 6,
+            speculation: true,
+            tiers: Vec::new(),
+            alpha_prior: 0.6,
+            ewma_weight: 0.1,
+            margin: 0.03,
+            cooldown_steps: 8,
+            confirm_steps: 3,
+            confidence_z: 1.5,
+            probe_interval: Some(64),
+            interference: 0.5,
+        }
+    }
+}
+
+/// Configuration and input errors.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("l_max is 0 with speculation on: set l_max >= 1 or turn speculation off")]
+    SpeculationWithoutDraft,
+    #[error("draft tiers {tiers:?}: {why}")]
+    BadTiers { tiers: Vec<u8>, why: &'static str },
+    #[error("{field} must be {rule}, got {value}")]
+    BadParameter {
+        field: &'static str,
+        rule: &'static str,
+        value: f64,
+    },
+    #[error(transparent)]
+    BadCostPrior(#[from] CostPriorError),
+    #[error("request {0} is already registered")]
+    DuplicateRequest(RequestId),
+    #[error("request {0} is not registered")]
+    UnknownRequest(RequestId),
+    #[error("request {id}: {accepted} accepted out of {drafted} drafted")]
+    AcceptedExceedsDrafted { id: RequestId, drafted: u8, accepted: u8 },
+}
+
+impl ControllerConfig {
+    /// The tiers this configuration allows.
+    ///
+    /// # Errors
+    /// [`ControllerError`] naming the first invalid field.
+    pub fn validated_tiers(&self) -> Result<Vec<u8>, ControllerError> {
+        let param = |field, rule, value: f64, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ControllerError::BadParameter { field, rule, value })
+            }
+        };
+        let a = self.alpha_prior;
+        param("alpha_prior", "in [0, 1]", a, (0.0..=1.0).contains(&a))?;
+        let w = self.ewma_weight;
+        param("ewma_weight", "in (0, 1]", w, w > 0.0 && w <= 1.0)?;
+        param(
+            "margin",
+            "finite and >= 0",
+            self.margin,
+            self.margin.is_finite() && self.margin >= 0.0,
+        )?;
+        let k = self.interference;
+        param("interference", "finite and >= 0", k, k.is_finite() && k >= 0.0)?;
+        let z = self.confidence_z;
+        param("confidence_z", "finite and >= 0", z, z.is_finite() && z >= 0.0)?;
+        if self.confirm_steps == 0 {
+            return Err(ControllerError::BadParameter {
+                field: "confirm_steps",
+                rule: ">= 1",
+                value: 0.0,
+            });
+        }
+        if self.probe_interval == Some(0) {
+            return Err(ControllerError::BadParameter {
+                field: "probe_interval",
+                rule: ">= 1",
+                value: 0.0,
+            });
+        }
+        if !self.speculation {
+            return Ok(vec![0]);
+        }
+        if self.l_max == 0 {
+            return Err(ControllerError::SpeculationWithoutDraft);
+        }
+        let tiers = if self.tiers.is_empty() {
+            let mut t: Vec<u8> = [0u8, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+                .into_iter()
+                .filter(|&x| x < self.l_max)
+                .collect();
+            t.push(self.l_max);
+            t
+        } else {
+            self.tiers.clone()
+        };
+        let bad = |why| {
+            Err(ControllerError::BadTiers {
+                tiers: tiers.clone(),
+                why,
+            })
+        };
+        if tiers.first() != Some(&0) {
+            return bad("must start at 0");
+        }
+        if tiers.len() < 2 {
+            return bad("need a tier above 0 with speculation on");
+        }
+        if tiers.len() > MAX_TIERS {
+            return bad("at most 16 tiers");
+        }
+        if tiers.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("must be strictly increasing");
+        }
+        if tiers.last().is_some_and(|&t| t > self.l_max) {
+            return bad("a tier exceeds l_max");
+        }
+        Ok(tiers)
+    }
+}
