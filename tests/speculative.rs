@@ -77,6 +77,44 @@ fn greedy_speculative_output_equals_plain_output_on_a_random_model() {
 }
 
 #[test]
+fn chunked_drafter_prefill_leaves_the_same_drafts_as_catching_up_in_the_draft_step() {
+    use verify_pd::spec::DraftQuery;
+    use vpd_sampling::Sampler;
+    let (_d, target) = tiny(Preset::TinyLlama3.config(), 1);
+    let (dd, _) = tiny(Preset::TinyLlama3.config(), 3);
+    let context: Vec<u32> = (0..45).map(|i| 20 + (i * 13) % 200).collect();
+    let sampling = SamplingParams::greedy();
+    let query = DraftQuery { seq: 9, context: &context, len: 4, sampling: &sampling };
+    let mut drafts = Vec::new();
+    for chunks in [None, Some(7), Some(100)] {
+        let mut d = cpu_drafter(&DraftSpec::Model(dd.path().to_path_buf()), &target, 64, 4).expect("drafter");
+        d.begin(9).expect("begin");
+        if let Some(chunk) = chunks {
+            let mut taken = 0;
+            loop {
+                let n = d.prefill(9, &context, chunk).expect("prefill");
+                assert!(n <= chunk);
+                taken += n;
+                if n < chunk {
+                    break;
+                }
+            }
+            // Everything but the last token, whose logits the first draft step needs.
+            assert_eq!(taken, context.len() - 1, "chunk {chunk}");
+            assert_eq!(d.prefill(9, &context, chunk).expect("again"), 0);
+        }
+        let p = d.propose(&[query], &mut [Sampler::new(1)]).expect("propose");
+        drafts.push(p[0].tree.tokens.clone());
+    }
+    assert_eq!(drafts[0].len(), 4);
+    assert!(drafts.iter().all(|t| *t == drafts[0]), "{drafts:?}");
+    // A drafter without per-sequence state takes nothing.
+    let mut ngram = cpu_drafter(&DraftSpec::Ngram(2), &target, 64, 4).expect("ngram");
+    ngram.begin(1).expect("begin");
+    assert_eq!(ngram.prefill(1, &context, 8).expect("ngram prefill"), 0);
+}
+
+#[test]
 fn self_drafting_accepts_everything() {
     let (d, target) = tiny(Preset::TinyLlama3.config(), 1);
     let mut se = spec_engine(&target, &DraftSpec::Model(d.path().to_path_buf()), SpecOptions { num_draft: 4, tree: None }, 64);

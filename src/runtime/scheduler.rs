@@ -178,10 +178,11 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         // The decode lane's thread borrows the drafter for the run; dropping the handle
         // closes its queue and ends it.
         let (handle, jobs, events) = draft_lane::queues(self.cfg.max_running);
+        let chunk = self.cfg.prefill_budget;
         std::thread::scope(|s| {
             let worker = std::thread::Builder::new()
                 .name("vpd-decode-lane".into())
-                .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events))
+                .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events, chunk))
                 .map_err(|e| internal(format!("cannot start the decode lane's thread: {e}")))?;
             self.lane = Some(handle);
             let out = self.serve_loop(start, rx, on_done);

@@ -53,6 +53,18 @@ pub trait Drafter: Send {
     /// Duplicate sequence, or no room for its state.
     fn begin(&mut self, seq: u64) -> Result<()>;
 
+    /// Advances the sequence's state over at most `budget` more tokens of `context` (every
+    /// one committed), so that a later [`Self::propose`] has less to catch up on. It stops
+    /// before the last token, whose logits the first draft step needs. Returns the tokens
+    /// taken: 0 when nothing is left, or for a drafter that keeps no per-sequence state.
+    ///
+    /// # Errors
+    /// Unknown sequence, no room for its state, or a backend failure.
+    fn prefill(&mut self, seq: u64, context: &[u32], budget: usize) -> Result<usize> {
+        let _ = (seq, context, budget);
+        Ok(0)
+    }
+
     /// Proposes a chain of up to `query.len` tokens for every query, in one batch where the
     /// drafter can. A drafter may propose fewer (its context is full, nothing matched).
     ///

@@ -108,6 +108,20 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
         Ok(())
     }
 
+    fn prefill(&mut self, seq: u64, context: &[u32], budget: usize) -> Result<usize> {
+        let cached = self.cached(seq)?;
+        let end = context.len().saturating_sub(1).min(self.context_limit()).min(cached.saturating_add(budget));
+        if end <= cached {
+            return Ok(0);
+        }
+        let tokens = context[cached..end].to_vec();
+        self.append(seq, tokens.len())?;
+        let plan = StepPlan { seqs: vec![self.step(seq, tokens, cached, None, LogitsWanted::None)] };
+        self.backend.forward_layers(&plan, self.layers)?;
+        self.cached.insert(seq, end);
+        Ok(end - cached)
+    }
+
     fn propose(&mut self, queries: &[DraftQuery<'_>], samplers: &mut [Sampler]) -> Result<Vec<Proposal>> {
         let limit = self.context_limit();
         // Per query: tokens still to draft (the draft model's own context may be shorter).

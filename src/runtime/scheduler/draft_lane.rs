@@ -9,9 +9,18 @@
 //! another: draft and verify overlap, the on-device form of asynchronous draft/verify
 //! (PEARL, Liu et al. 2024; AMUSD, McDanel 2024). A request is in one place at a time: while
 //! its draft is in flight it sits in no queue of the serving thread.
+//!
+//! The drafter's own prefill is this thread's low-priority work: `Begin` carries the request's
+//! committed tokens, and whenever no draft job is waiting the thread feeds them to the drafter
+//! in chunks of the prefill budget, checking its queue between chunks. Without this, a new
+//! request's whole prompt would be prefilled inside the first draft step of a batch, and every
+//! request in that batch would wait for it: a long prompt blocking decode, inside the decode
+//! lane. Whatever is not prefilled when the first draft is asked for is caught up by the draft
+//! step itself, so the order never affects the tokens.
+use std::collections::VecDeque;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use vpd_sampling::{Sampler, SamplingParams};
 
 use crate::error::Result;
@@ -31,7 +40,8 @@ pub(crate) struct DraftJob {
 }
 
 pub(crate) enum DraftMsg {
-    Begin(u64),
+    /// A new sequence and its committed tokens (the prompt, or more after a preemption).
+    Begin { seq: u64, context: Vec<u32> },
     Propose(Vec<DraftJob>),
     Rollback { seq: u64, committed: usize },
     End(u64),
@@ -78,14 +88,39 @@ pub(crate) fn queues(max_running: usize) -> (LaneHandle, Receiver<DraftMsg>, Sen
 /// flight and its `Begin`/`Rollback` always precede it, and an `End` for a sequence with a
 /// queued job cancels the job (it comes back as an empty draft, which the serving thread
 /// drops as stale).
-pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sender<LaneEvent>) {
+///
+/// With no message waiting and drafter prefill left (`Begin` contexts), it runs one prefill
+/// chunk of at most `chunk` tokens and looks at the queue again.
+pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sender<LaneEvent>, chunk: usize) {
     super::super::service::pin_to_core(1, "decode lane");
-    while let Ok(first) = rx.recv() {
+    let mut backlog: VecDeque<(u64, Vec<u32>)> = VecDeque::new();
+    loop {
+        let first = if backlog.is_empty() {
+            match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => {
+                    prefill_chunk(drafter, &mut backlog, chunk);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
         let mut jobs: Vec<DraftJob> = Vec::new();
         let mut cancelled: Vec<DraftJob> = Vec::new();
         for msg in std::iter::once(first).chain(rx.try_iter()) {
             let fault = match msg {
-                DraftMsg::Begin(seq) => drafter.begin(seq).err().map(|e| format!("draft lane: begin: {e}")),
+                DraftMsg::Begin { seq, context } => match drafter.begin(seq) {
+                    Ok(()) => {
+                        backlog.push_back((seq, context));
+                        None
+                    }
+                    Err(e) => Some(format!("draft lane: begin: {e}")),
+                },
                 DraftMsg::Rollback { seq, committed } => {
                     drafter.rollback(seq, committed).err().map(|e| format!("draft lane: rollback: {e}"))
                 }
@@ -93,6 +128,7 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
                     let (gone, keep): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.seq == seq);
                     jobs = keep;
                     cancelled.extend(gone);
+                    backlog.retain(|(s, _)| *s != seq);
                     drafter.end(seq);
                     None
                 }
@@ -127,6 +163,23 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
     }
 }
 
+/// One chunk of the oldest pending drafter prefill. A sequence leaves the backlog when the
+/// drafter takes less than a full chunk (it is done) or fails; a failure is left for the draft
+/// step's own catch-up to report, on the request it belongs to.
+fn prefill_chunk(drafter: &mut dyn Drafter, backlog: &mut VecDeque<(u64, Vec<u32>)>, chunk: usize) {
+    let Some((seq, context)) = backlog.front() else { return };
+    match drafter.prefill(*seq, context, chunk) {
+        Ok(n) if n >= chunk => {}
+        Ok(_) => {
+            backlog.pop_front();
+        }
+        Err(e) => {
+            tracing::debug!("draft lane: prefill of sequence {seq} stopped: {e}");
+            backlog.pop_front();
+        }
+    }
+}
+
 fn propose(drafter: &mut dyn Drafter, jobs: Vec<DraftJob>) -> Drafted {
     let queries: Vec<DraftQuery<'_>> = jobs
         .iter()
@@ -147,5 +200,123 @@ fn propose(drafter: &mut dyn Drafter, jobs: Vec<DraftJob>) -> Drafted {
         result,
         secs,
         steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::spec::TreeShape;
+
+    /// Logs every call; its prefill takes chunks as `ModelDrafter` does (stopping before the
+    /// last token).
+    #[derive(Default)]
+    struct Mock {
+        log: Arc<Mutex<Vec<String>>>,
+        cached: HashMap<u64, usize>,
+    }
+
+    impl Mock {
+        fn note(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+    }
+
+    impl Drafter for Mock {
+        fn describe(&self) -> String {
+            "mock".into()
+        }
+        fn begin(&mut self, seq: u64) -> Result<()> {
+            self.cached.insert(seq, 0);
+            self.note(format!("begin {seq}"));
+            Ok(())
+        }
+        fn prefill(&mut self, seq: u64, context: &[u32], budget: usize) -> Result<usize> {
+            let c = self.cached[&seq];
+            let end = (context.len() - 1).min(c + budget);
+            if end <= c {
+                return Ok(0);
+            }
+            self.cached.insert(seq, end);
+            self.note(format!("prefill {seq} {c}..{end}"));
+            Ok(end - c)
+        }
+        fn propose(&mut self, queries: &[DraftQuery<'_>], _: &mut [Sampler]) -> Result<Vec<Proposal>> {
+            let seqs: Vec<u64> = queries.iter().map(|q| q.seq).collect();
+            self.note(format!("propose {seqs:?}"));
+            Ok(queries.iter().map(|_| Proposal::empty()).collect())
+        }
+        fn propose_tree(&mut self, _: &DraftQuery<'_>, _: &TreeShape, _: &mut Sampler) -> Result<Proposal> {
+            Ok(Proposal::empty())
+        }
+        fn rollback(&mut self, _: u64, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn end(&mut self, seq: u64) {
+            self.note(format!("end {seq}"));
+        }
+    }
+
+    fn job(seq: u64) -> DraftJob {
+        DraftJob {
+            id: seq as usize,
+            epoch: 0,
+            seq,
+            context: vec![1, 2, 3],
+            len: 2,
+            sampling: SamplingParams::greedy(),
+            sampler: Sampler::new(0),
+        }
+    }
+
+    /// Runs the lane over `msgs` (all queued before it starts) until `done` shows in its log.
+    fn run_until(msgs: Vec<DraftMsg>, done: &str) -> (Vec<String>, Vec<LaneEvent>) {
+        let mut mock = Mock::default();
+        let log = mock.log.clone();
+        let (handle, rx, tx) = queues(4);
+        for m in msgs {
+            handle.tx.send(m).unwrap();
+        }
+        let mut events = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| run(&mut mock, &rx, &tx, 256));
+            let t0 = Instant::now();
+            while !log.lock().unwrap().iter().any(|l| l == done) {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never saw `{done}`: {:?}", log.lock().unwrap());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            events.extend(handle.rx.try_iter());
+            drop(handle);
+        });
+        let log = log.lock().unwrap().clone();
+        (log, events)
+    }
+
+    #[test]
+    fn drafter_prefill_runs_in_chunks_after_the_drafts_queued_with_it() {
+        let msgs = vec![
+            DraftMsg::Begin { seq: 2, context: vec![5; 3] },
+            DraftMsg::Begin { seq: 1, context: vec![7; 600] },
+            DraftMsg::Propose(vec![job(2)]),
+        ];
+        let (log, events) = run_until(msgs, "prefill 1 512..599");
+        let want = ["begin 2", "begin 1", "propose [2]", "prefill 2 0..2", "prefill 1 0..256", "prefill 1 256..512", "prefill 1 512..599"];
+        assert_eq!(log, want);
+        assert!(matches!(&events[..], [LaneEvent::Drafted(d)] if d.jobs.len() == 1 && d.jobs[0].0 == 2));
+    }
+
+    #[test]
+    fn end_drops_a_pending_prefill() {
+        let msgs = vec![
+            DraftMsg::Begin { seq: 1, context: vec![7; 10_000] },
+            DraftMsg::End(1),
+            DraftMsg::Begin { seq: 3, context: vec![7; 10] },
+        ];
+        let (log, _) = run_until(msgs, "prefill 3 0..9");
+        assert_eq!(log, ["begin 1", "end 1", "begin 3", "prefill 3 0..9"]);
     }
 }
