@@ -53,6 +53,13 @@ pub trait Drafter: Send {
     /// Duplicate sequence, or no room for its state.
     fn begin(&mut self, seq: u64) -> Result<()>;
 
+    /// Tokens of the sequence in the drafter's cache; `None` for a drafter that keeps no
+    /// per-sequence state (or an unknown sequence).
+    fn cached_len(&self, seq: u64) -> Option<usize> {
+        let _ = seq;
+        None
+    }
+
     /// Advances the sequence's state over at most `budget` more tokens of `context` (every
     /// one committed), so that a later [`Self::propose`] has less to catch up on. It stops
     /// before the last token, whose logits the first draft step needs. Returns the tokens

@@ -108,6 +108,10 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
         Ok(())
     }
 
+    fn cached_len(&self, seq: u64) -> Option<usize> {
+        self.cached.get(&seq).copied()
+    }
+
     fn prefill(&mut self, seq: u64, context: &[u32], budget: usize) -> Result<usize> {
         let cached = self.cached(seq)?;
         let end = context.len().saturating_sub(1).min(self.context_limit()).min(cached.saturating_add(budget));

@@ -10,13 +10,11 @@
 //! (PEARL, Liu et al. 2024; AMUSD, McDanel 2024). A request is in one place at a time: while
 //! its draft is in flight it sits in no queue of the serving thread.
 //!
-//! The drafter's own prefill is this thread's low-priority work: `Begin` carries the request's
-//! committed tokens, and whenever no draft job is waiting the thread feeds them to the drafter
-//! in chunks of the prefill budget, checking its queue between chunks. Without this, a new
-//! request's whole prompt would be prefilled inside the first draft step of a batch, and every
-//! request in that batch would wait for it: a long prompt blocking decode, inside the decode
-//! lane. Whatever is not prefilled when the first draft is asked for is caught up by the draft
-//! step itself, so the order never affects the tokens.
+//! The drafter's own prefill is chunked like the target's: a request whose drafter cache lags
+//! by more than the prefill budget (a new prompt) is held apart and prefilled one chunk per
+//! round between batches, instead of inside the first draft step of a batch, where a long
+//! prompt stalled every draft in it (a long prompt blocking decode, inside the decode lane).
+//! The draft step catches up whatever is left, so the order never changes the tokens.
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -40,8 +38,7 @@ pub(crate) struct DraftJob {
 }
 
 pub(crate) enum DraftMsg {
-    /// A new sequence and its committed tokens (the prompt, or more after a preemption).
-    Begin { seq: u64, context: Vec<u32> },
+    Begin(u64),
     Propose(Vec<DraftJob>),
     Rollback { seq: u64, committed: usize },
     End(u64),
@@ -89,51 +86,56 @@ pub(crate) fn queues(max_running: usize) -> (LaneHandle, Receiver<DraftMsg>, Sen
 /// queued job cancels the job (it comes back as an empty draft, which the serving thread
 /// drops as stale).
 ///
-/// With no message waiting and drafter prefill left (`Begin` contexts), it runs one prefill
-/// chunk of at most `chunk` tokens and looks at the queue again.
+/// A job whose drafter cache lags its context by more than `chunk` tokens (a new request: its
+/// prompt) waits apart. After each batch the thread prefills one chunk of the oldest such job
+/// and looks at its queue again; once caught up, the job joins the next batch.
 pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sender<LaneEvent>, chunk: usize) {
     super::super::service::pin_to_core(1, "decode lane");
-    let mut backlog: VecDeque<(u64, Vec<u32>)> = VecDeque::new();
+    let chunk = chunk.max(1);
+    let mut ready: Vec<DraftJob> = Vec::new();
+    let mut lagging: VecDeque<DraftJob> = VecDeque::new();
     loop {
-        let first = if backlog.is_empty() {
+        let mut msgs = Vec::new();
+        if ready.is_empty() && lagging.is_empty() {
             match rx.recv() {
-                Ok(m) => m,
+                Ok(m) => msgs.push(m),
                 Err(_) => return,
             }
-        } else {
+        }
+        loop {
             match rx.try_recv() {
-                Ok(m) => m,
-                Err(TryRecvError::Empty) => {
-                    prefill_chunk(drafter, &mut backlog, chunk);
-                    continue;
-                }
+                Ok(m) => msgs.push(m),
+                Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
-        };
-        let mut jobs: Vec<DraftJob> = Vec::new();
+        }
         let mut cancelled: Vec<DraftJob> = Vec::new();
-        for msg in std::iter::once(first).chain(rx.try_iter()) {
+        for msg in msgs {
             let fault = match msg {
-                DraftMsg::Begin { seq, context } => match drafter.begin(seq) {
-                    Ok(()) => {
-                        backlog.push_back((seq, context));
-                        None
-                    }
-                    Err(e) => Some(format!("draft lane: begin: {e}")),
-                },
+                DraftMsg::Begin(seq) => drafter.begin(seq).err().map(|e| format!("draft lane: begin: {e}")),
                 DraftMsg::Rollback { seq, committed } => {
                     drafter.rollback(seq, committed).err().map(|e| format!("draft lane: rollback: {e}"))
                 }
                 DraftMsg::End(seq) => {
-                    let (gone, keep): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.seq == seq);
-                    jobs = keep;
-                    cancelled.extend(gone);
-                    backlog.retain(|(s, _)| *s != seq);
+                    let jobs = std::mem::take(&mut ready).into_iter().chain(std::mem::take(&mut lagging));
+                    for j in jobs {
+                        match (j.seq == seq, drafter.cached_len(j.seq).is_some_and(|c| j.context.len() > c + chunk)) {
+                            (true, _) => cancelled.push(j),
+                            (false, true) => lagging.push_back(j),
+                            (false, false) => ready.push(j),
+                        }
+                    }
                     drafter.end(seq);
                     None
                 }
                 DraftMsg::Propose(more) => {
-                    jobs.extend(more);
+                    for j in more {
+                        if drafter.cached_len(j.seq).is_some_and(|c| j.context.len() > c + chunk) {
+                            lagging.push_back(j);
+                        } else {
+                            ready.push(j);
+                        }
+                    }
                     None
                 }
             };
@@ -152,30 +154,21 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
                 steps: 0,
             });
         }
-        if !jobs.is_empty() {
-            batches.push(propose(drafter, jobs));
+        if !ready.is_empty() {
+            batches.push(propose(drafter, std::mem::take(&mut ready)));
         }
         for b in batches {
             if tx.send(LaneEvent::Drafted(b)).is_err() {
                 return;
             }
         }
-    }
-}
-
-/// One chunk of the oldest pending drafter prefill. A sequence leaves the backlog when the
-/// drafter takes less than a full chunk (it is done) or fails; a failure is left for the draft
-/// step's own catch-up to report, on the request it belongs to.
-fn prefill_chunk(drafter: &mut dyn Drafter, backlog: &mut VecDeque<(u64, Vec<u32>)>, chunk: usize) {
-    let Some((seq, context)) = backlog.front() else { return };
-    match drafter.prefill(*seq, context, chunk) {
-        Ok(n) if n >= chunk => {}
-        Ok(_) => {
-            backlog.pop_front();
-        }
-        Err(e) => {
-            tracing::debug!("draft lane: prefill of sequence {seq} stopped: {e}");
-            backlog.pop_front();
+        if let Some(j) = lagging.front() {
+            // Done when the drafter takes less than a full chunk. A failure is left to the
+            // draft step's own catch-up, which reports it on the requests it belongs to.
+            let done = drafter.prefill(j.seq, &j.context, chunk).map_or(true, |n| n < chunk);
+            if done {
+                ready.extend(lagging.pop_front());
+            }
         }
     }
 }
@@ -212,8 +205,8 @@ mod tests {
     use super::*;
     use crate::spec::TreeShape;
 
-    /// Logs every call; its prefill takes chunks as `ModelDrafter` does (stopping before the
-    /// last token).
+    /// Logs every call. Its prefill takes chunks as `ModelDrafter` does (stopping before the
+    /// last token) and its draft step catches up on the whole context.
     #[derive(Default)]
     struct Mock {
         log: Arc<Mutex<Vec<String>>>,
@@ -235,6 +228,9 @@ mod tests {
             self.note(format!("begin {seq}"));
             Ok(())
         }
+        fn cached_len(&self, seq: u64) -> Option<usize> {
+            self.cached.get(&seq).copied()
+        }
         fn prefill(&mut self, seq: u64, context: &[u32], budget: usize) -> Result<usize> {
             let c = self.cached[&seq];
             let end = (context.len() - 1).min(c + budget);
@@ -246,6 +242,9 @@ mod tests {
             Ok(end - c)
         }
         fn propose(&mut self, queries: &[DraftQuery<'_>], _: &mut [Sampler]) -> Result<Vec<Proposal>> {
+            for q in queries {
+                self.cached.insert(q.seq, q.context.len());
+            }
             let seqs: Vec<u64> = queries.iter().map(|q| q.seq).collect();
             self.note(format!("propose {seqs:?}"));
             Ok(queries.iter().map(|_| Proposal::empty()).collect())
@@ -261,27 +260,28 @@ mod tests {
         }
     }
 
-    fn job(seq: u64) -> DraftJob {
+    fn job(seq: u64, context_len: usize) -> DraftJob {
         DraftJob {
             id: seq as usize,
             epoch: 0,
             seq,
-            context: vec![1, 2, 3],
+            context: vec![7; context_len],
             len: 2,
             sampling: SamplingParams::greedy(),
             sampler: Sampler::new(0),
         }
     }
 
-    /// Runs the lane over `msgs` (all queued before it starts) until `done` shows in its log.
-    fn run_until(msgs: Vec<DraftMsg>, done: &str) -> (Vec<String>, Vec<LaneEvent>) {
+    /// Runs the lane with a prefill chunk of 256 over `msgs` (all queued before it starts)
+    /// until `done` shows in its log; returns the log and the drafted batches' job ids.
+    fn run_until(msgs: Vec<DraftMsg>, done: &str) -> (Vec<String>, Vec<Vec<usize>>) {
         let mut mock = Mock::default();
         let log = mock.log.clone();
         let (handle, rx, tx) = queues(4);
         for m in msgs {
             handle.tx.send(m).unwrap();
         }
-        let mut events = Vec::new();
+        let mut batches = Vec::new();
         std::thread::scope(|s| {
             s.spawn(|| run(&mut mock, &rx, &tx, 256));
             let t0 = Instant::now();
@@ -289,34 +289,37 @@ mod tests {
                 assert!(t0.elapsed() < Duration::from_secs(10), "never saw `{done}`: {:?}", log.lock().unwrap());
                 std::thread::sleep(Duration::from_millis(1));
             }
-            events.extend(handle.rx.try_iter());
+            for e in handle.rx.recv_timeout(Duration::from_secs(10)).into_iter().chain(handle.rx.try_iter()) {
+                if let LaneEvent::Drafted(d) = e {
+                    batches.push(d.jobs.iter().map(|j| j.0).collect());
+                }
+            }
             drop(handle);
         });
         let log = log.lock().unwrap().clone();
-        (log, events)
+        (log, batches)
     }
 
     #[test]
-    fn drafter_prefill_runs_in_chunks_after_the_drafts_queued_with_it() {
-        let msgs = vec![
-            DraftMsg::Begin { seq: 2, context: vec![5; 3] },
-            DraftMsg::Begin { seq: 1, context: vec![7; 600] },
-            DraftMsg::Propose(vec![job(2)]),
-        ];
-        let (log, events) = run_until(msgs, "prefill 1 512..599");
-        let want = ["begin 2", "begin 1", "propose [2]", "prefill 2 0..2", "prefill 1 0..256", "prefill 1 256..512", "prefill 1 512..599"];
+    fn a_long_prompt_is_prefilled_in_chunks_between_batches_not_inside_one() {
+        let msgs = vec![DraftMsg::Begin(2), DraftMsg::Begin(1), DraftMsg::Propose(vec![job(2, 3), job(1, 600)])];
+        let (log, _) = run_until(msgs, "propose [1]");
+        let want = ["begin 2", "begin 1", "propose [2]", "prefill 1 0..256", "prefill 1 256..512", "prefill 1 512..599", "propose [1]"];
         assert_eq!(log, want);
-        assert!(matches!(&events[..], [LaneEvent::Drafted(d)] if d.jobs.len() == 1 && d.jobs[0].0 == 2));
     }
 
     #[test]
-    fn end_drops_a_pending_prefill() {
+    fn end_cancels_a_job_waiting_for_its_prefill() {
         let msgs = vec![
-            DraftMsg::Begin { seq: 1, context: vec![7; 10_000] },
+            DraftMsg::Begin(1),
+            DraftMsg::Propose(vec![job(1, 10_000)]),
             DraftMsg::End(1),
-            DraftMsg::Begin { seq: 3, context: vec![7; 10] },
+            DraftMsg::Begin(3),
+            DraftMsg::Propose(vec![job(3, 10)]),
         ];
-        let (log, _) = run_until(msgs, "prefill 3 0..9");
-        assert_eq!(log, ["begin 1", "end 1", "begin 3", "prefill 3 0..9"]);
+        let (log, batches) = run_until(msgs, "propose [3]");
+        assert_eq!(log, ["begin 1", "end 1", "begin 3", "propose [3]"]);
+        // The cancelled job comes back (as an empty draft) before the real batch.
+        assert_eq!(batches[0], [1]);
     }
 }

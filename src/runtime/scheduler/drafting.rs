@@ -245,10 +245,9 @@ impl<B: Backend> Runtime<'_, '_, B> {
 
     /// The drafter's bookkeeping, inline or through the decode lane's queue (in order with
     /// the drafts, so a rollback always lands before the next draft of that sequence).
-    pub(super) fn drafter_begin(&mut self, id: usize, seq: u64) -> Result<()> {
+    pub(super) fn drafter_begin(&mut self, seq: u64) -> Result<()> {
         if self.lane.is_some() {
-            let context = self.reqs[id].context.clone();
-            return self.send_lane(DraftMsg::Begin { seq, context });
+            return self.send_lane(DraftMsg::Begin(seq));
         }
         match self.drafter.as_deref_mut() {
             Some(d) => d.begin(seq),

@@ -77,7 +77,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
                     continue;
                 }
                 let seq = self.engine.new_sequence()?;
-                self.drafter_begin(id, seq)?;
+                self.drafter_begin(seq)?;
                 self.left_queue(id);
                 let r = &mut self.reqs[id];
                 if r.out_len() == 0 {
