@@ -16,8 +16,7 @@ use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::json::parse_object;
-use super::protocol::{parse, Endpoint, Job};
+use super::protocol::{parse_body, Endpoint, Job};
 use super::logprobs;
 use super::text::{Choice, Piece};
 use crate::runtime::events::TokenLogprob;
@@ -68,7 +67,7 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn generate(app: Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Response {
-    let job = match parse_object(body).and_then(|m| parse(endpoint, &m, &app.tokenizer, &app.model)) {
+    let job = match parse_body(endpoint, body, &app.tokenizer, &app.model) {
         Ok(j) => j,
         Err(e) => return e.into_response(),
     };

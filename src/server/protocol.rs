@@ -58,7 +58,16 @@ impl Job {
     }
 }
 
-/// Reads and checks a request body.
+/// Reads and checks a raw request body: JSON (with NaN and ±Infinity named as errors), then
+/// [`parse`]. The server's one entry point for request bodies.
+///
+/// # Errors
+/// As [`parse`], and a 400 for a body that is not a JSON object.
+pub fn parse_body(endpoint: Endpoint, body: &[u8], tok: &Tokenizer, model: &ModelLimits) -> Result<Job, ApiError> {
+    super::json::parse_object(body).and_then(|m| parse(endpoint, &m, tok, model))
+}
+
+/// Checks a request body already read as a JSON object.
 ///
 /// # Errors
 /// A 400 naming the field, or a 404 for another model's name.
