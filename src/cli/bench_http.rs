@@ -11,9 +11,8 @@ use vpd_bench::metrics::summarize;
 use vpd_bench::report::{Report, RunResult};
 use vpd_bench::workload::arrival_times;
 
-use super::bench::{
-    bad, check_common, dataset_info, load_dataset, sample, write_outputs, BenchArgs,
-};
+use super::bench::{bad, BenchArgs};
+use super::bench_workload::{check_common, dataset_info, load_dataset, sample, write_outputs};
 use crate::error::{EngineError, Result};
 
 /// How long the server may take to list its models before we give up on it.
@@ -74,7 +73,7 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
     };
     // vLLM's benchmark sends ignore_eos only when asked; so do we.
     let ignore_eos = !a.respect_eos;
-    let reqs: Vec<HttpRequest> = sample(a, &data, &tok)?
+    let reqs: Vec<HttpRequest> = sample(a, &data, &tok, None)?
         .into_iter()
         .map(|s| HttpRequest {
             prompt_tokens: s.prompt_ids.len(),

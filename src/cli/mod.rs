@@ -1,6 +1,7 @@
 //! The `vpd` command line: argument parsing, validation and printing. No model logic here.
 mod bench;
 mod bench_http;
+mod bench_workload;
 mod demo;
 mod engines;
 mod generate;
