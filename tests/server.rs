@@ -321,3 +321,29 @@ fn sigterm_stops_admission_and_aborts_what_the_drain_leaves() {
         }
     });
 }
+
+#[test]
+fn serve_on_cuda_without_a_gpu_says_so_and_exits() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpd"))
+        .args(["serve", "--backend", "cuda", "--model", TINY, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = child.try_wait().unwrap() else {
+        // A machine with a GPU serves: that is not this test's business.
+        child.kill().unwrap();
+        return;
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("CUDA") && !err.contains("panicked"), "{err}");
+}

@@ -234,6 +234,32 @@ mod cuda {
         se.generate(req)
     }
 
+    /// The target engine and the drafter on GPU 0. With `decode_sms`, the drafter runs in a
+    /// green-context partition of that many SMs and the target (verify and prefill) on the
+    /// rest; the backends keep the partitions alive.
+    pub fn parts(
+        target: &ModelSource,
+        draft: Option<&DraftChoice>,
+        blocks: usize,
+        draft_blocks: usize,
+        block_size: usize,
+        decode_sms: Option<u32>,
+    ) -> Result<(Engine<CudaBackend>, Option<Box<dyn Drafter>>)> {
+        let mut target_backend = backend(target, blocks, block_size)?;
+        let lanes = decode_sms.map(|n| Lanes::new(target_backend.device(), n)).transpose()?;
+        if let Some(l) = &lanes {
+            tracing::info!("lanes: {:?}", l.isolation);
+            target_backend.bind_lane(&l.verify)?;
+        }
+        let engine = Engine::new(target_backend)?;
+        let copy = |blocks| backend(target, blocks, block_size);
+        let vocab = target.config().vocab_size;
+        let drafter = draft
+            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode)))
+            .transpose()?;
+        Ok((engine, drafter))
+    }
+
     pub fn run_once(
         setup: &RunSetup<'_>,
         draft_blocks: usize,
@@ -243,24 +269,16 @@ mod cuda {
         on_done: &mut dyn FnMut(),
     ) -> Result<RunOutput> {
         let RunSetup { target, draft, blocks, block_size, decode_sms, .. } = *setup;
-        let mut target_backend = backend(target, blocks, block_size)?;
-        // Lane partitions: the drafter on the decode lane's SMs, the target (verify and
-        // prefill) on the rest. The backends keep the lanes alive.
-        let lanes = decode_sms.map(|n| Lanes::new(target_backend.device(), n)).transpose()?;
-        if let Some(l) = &lanes {
-            tracing::info!("lanes: {:?}", l.isolation);
-            target_backend.bind_lane(&l.verify)?;
-        }
-        let mut engine = Engine::new(target_backend)?;
-        let copy = |blocks| backend(target, blocks, block_size);
-        let vocab = target.config().vocab_size;
-        let mut drafter = draft
-            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode)))
-            .transpose()?;
+        let (mut engine, mut drafter) = parts(target, draft, blocks, draft_blocks, block_size, decode_sms)?;
         let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
         run_workload(&mut engine, d, cfg, requests, times, on_done)
     }
 }
+
+/// The CUDA target engine and drafter, as `vpd bench --backend cuda` builds them (for
+/// `vpd serve --backend cuda`, on the serving thread).
+#[cfg(feature = "cuda")]
+pub use cuda::parts as cuda_parts;
 
 /// The GPU's name for reports.
 pub fn gpu_name() -> String {

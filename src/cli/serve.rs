@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::engines::{BackendKind, ModelSource};
 use super::generate::BLOCK_SIZE;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Engine;
@@ -19,6 +20,9 @@ pub struct ServeArgs {
     /// Target model: a GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
+    /// Where the target and the drafter run: the CPU, or GPU 0 (needs an NVIDIA driver).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
     /// Drafter: layer-skip:K, model:PATH or ngram:N (none: no speculation).
     #[arg(long)]
     pub draft: Option<String>,
@@ -86,7 +90,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.max_model_len < 2 {
         return Err(bad("max_model_len", "must be at least 2 tokens"));
     }
-    let model = Model::load(&a.model)?;
+    let ModelSource::Loaded(model) = ModelSource::open(&a.model)? else {
+        return Err(bad("model", "the server needs a checkpoint with a tokenizer, not random weights"));
+    };
     let tokenizer = model.tokenizer.clone().ok_or_else(|| EngineError::Model {
         path: a.model.display().to_string(),
         detail: "has no tokenizer; the server needs one".into(),
@@ -109,29 +115,48 @@ pub fn run(a: ServeArgs) -> Result<()> {
         vocab: model.config.vocab_size,
         context,
     };
-    let model = Arc::new(model);
-    let m = Arc::clone(&model);
-    let max_running = a.max_running;
-    let service = Service::spawn(
-        ServiceConfig {
-            runtime,
-            max_waiting: a.max_waiting,
-        },
-        move || {
-            let engine = Engine::new(CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, BLOCK_SIZE)?)?;
-            let drafter = match &draft {
-                Some(d) => Some(cpu_drafter(d, &m, blocks * 2 + max_running, BLOCK_SIZE)?),
-                None => None,
-            };
-            Ok((engine, drafter))
-        },
-    )?;
+    let cfg = ServiceConfig {
+        runtime,
+        max_waiting: a.max_waiting,
+    };
+    // The drafter's cache: room for every running request's context and its drafts.
+    let draft_blocks = blocks * 2 + a.max_running;
+    let service = match a.backend {
+        BackendKind::Cpu => {
+            let m: Arc<Model> = Arc::from(model);
+            Service::spawn(cfg, move || {
+                let engine = Engine::new(CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, BLOCK_SIZE)?)?;
+                let drafter = draft.as_ref().map(|d| cpu_drafter(d, &m, draft_blocks, BLOCK_SIZE)).transpose()?;
+                Ok((engine, drafter))
+            })?
+        }
+        BackendKind::Cuda => spawn_cuda(cfg, ModelSource::Loaded(model), draft, blocks, draft_blocks)?,
+    };
     let state = Arc::new(AppState::new(Arc::new(service), Arc::new(tokenizer), limits));
+    let backend = match a.backend {
+        BackendKind::Cpu => "cpu",
+        BackendKind::Cuda => "cuda",
+    };
     let addr = SocketAddr::new(a.host, a.port);
     serve(state, addr, Duration::from_secs_f64(a.drain_timeout), |bound| {
         // The one line scripts wait for; stdout, flushed.
-        println!("vpd serve: listening on http://{bound} (model `{name}`, policy {policy}, max_model_len {context})");
+        println!("vpd serve: listening on http://{bound} (model `{name}`, {backend}, policy {policy}, max_model_len {context})");
     })?;
     eprintln!("vpd serve: stopped");
     Ok(())
+}
+
+/// The service with target and drafter on GPU 0, built on the serving thread as
+/// `vpd bench --backend cuda` builds them.
+#[cfg(feature = "cuda")]
+fn spawn_cuda(cfg: ServiceConfig, target: ModelSource, draft: Option<DraftSpec>, blocks: usize, draft_blocks: usize) -> Result<Service> {
+    Service::spawn(cfg, move || {
+        let choice = draft.map(super::engines::DraftChoice::Spec);
+        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None)
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn spawn_cuda(_: ServiceConfig, _: ModelSource, _: Option<DraftSpec>, _: usize, _: usize) -> Result<Service> {
+    Err(bad("backend", "this binary was built without the `cuda` feature"))
 }
