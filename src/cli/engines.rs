@@ -83,6 +83,8 @@ impl ModelSource {
 /// A drafter choice: a CPU-style spec, or random weights at a preset shape (GPU only).
 pub enum DraftChoice {
     Spec(DraftSpec),
+    // Read only by the CUDA builder.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Random(Preset),
 }
 
