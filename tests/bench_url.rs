@@ -1,5 +1,5 @@
 //! `vpd bench --url` end to end against a small mock OpenAI server on 127.0.0.1: the model
-//! name comes from `GET /v1/models`, the outputs are written with the run labelled by it,
+//! name and context come from `GET /v1/models`, the outputs are written with the run labelled by it,
 //! a 429 counts as a failed request, and bad URLs are refused with a clear error.
 //! (The client's timing and failure handling are tested in `crates/vpd-bench/tests`.)
 use std::path::Path;
@@ -54,7 +54,7 @@ fn start_mock() -> String {
                 .route("/v1/completions", post(completions))
                 .route(
                     "/v1/models",
-                    get(|| async { Json(json!({"data": [{"id": "mock-served"}]})) }),
+                    get(|| async { Json(json!({"data": [{"id": "mock-served", "max_model_len": 1000}]})) }),
                 )
                 .with_state(Arc::new(AtomicUsize::new(0)));
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,6 +111,8 @@ fn bench_url_writes_the_report_and_counts_429s() {
         err.contains("429 Too Many Requests: waiting queue is full"),
         "{err}"
     );
+    // The server's max_model_len bounds the prompts, as the model's context does in process.
+    assert!(err.contains("prompts limited to 999 tokens by the model's context of 1000"), "{err}");
     let j: Value = serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     let run = &j["runs"][0];
     assert_eq!(run["policy"], "mock-served");

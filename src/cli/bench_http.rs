@@ -36,19 +36,22 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
             "synthetic acceptance replaces the in-process runtime's accept/reject step; a server over --url cannot use it",
         ));
     }
-    let model = match &a.served_model_name {
-        Some(m) if m.trim().is_empty() => return Err(bad("served_model_name", "is empty")),
-        Some(m) => m.clone(),
-        None => http::served_models_blocking(&api, MODELS_TIMEOUT)
-            .map_err(|e| bad("url", format!("{e} (or pass --served-model-name)")))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                bad(
-                    "served_model_name",
-                    format!("{api}/models lists no model: pass --served-model-name"),
-                )
-            })?,
+    // The server's model list names the model when --served-model-name does not, and gives
+    // its context (max_model_len) when it says, so that prompts are filtered as in process.
+    let listed = http::served_models_blocking(&api, MODELS_TIMEOUT);
+    let (model, context) = match (&a.served_model_name, listed) {
+        (Some(m), _) if m.trim().is_empty() => return Err(bad("served_model_name", "is empty")),
+        (Some(m), listed) => {
+            let context = listed.ok().and_then(|l| l.into_iter().find(|s| s.id == *m)).and_then(|s| s.max_model_len);
+            (m.clone(), context)
+        }
+        (None, Err(e)) => return Err(bad("url", format!("{e} (or pass --served-model-name)"))),
+        (None, Ok(l)) => {
+            let first = l.into_iter().next().ok_or_else(|| {
+                bad("served_model_name", format!("{api}/models lists no model: pass --served-model-name"))
+            })?;
+            (first.id, first.max_model_len)
+        }
     };
     eprintln!("benchmarking `{model}` at {api} (--policies and the runtime settings do not apply)");
     let data = load_dataset(a)?;
@@ -73,7 +76,7 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
     };
     // vLLM's benchmark sends ignore_eos only when asked; so do we.
     let ignore_eos = !a.respect_eos;
-    let reqs: Vec<HttpRequest> = sample(a, &data, &tok, None)?
+    let reqs: Vec<HttpRequest> = sample(a, &data, &tok, context)?
         .into_iter()
         .map(|s| HttpRequest {
             prompt_tokens: s.prompt_ids.len(),

@@ -58,7 +58,8 @@ pub(super) struct Sampled {
 }
 
 /// Filters and samples as vLLM's benchmark does, lengths by `tok`; output lengths capped by
-/// --max-output. With the model's `context` known (in process), prompts that could not fit it
+/// --max-output. With the model's `context` known (in process, or from the server's model
+/// list over HTTP), prompts that could not fit it
 /// are filtered out as too long and each output is cut to the room its prompt leaves, so a
 /// small-context model is measured, not failed.
 pub(super) fn sample(a: &BenchArgs, data: &Dataset, tok: &Tokenizer, context: Option<usize>) -> Result<Vec<Sampled>> {

@@ -167,13 +167,21 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The model ids the server lists at `GET /v1/models`, to name the model when the user did
-/// not.
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedModel {
+    pub id: String,
+    /// The context the server allows (vLLM's and Verify-PD's `max_model_len`), when it says.
+    pub max_model_len: Option<usize>,
+}
+
+/// The models the server lists at `GET /v1/models`: to name the model when the user did not,
+/// and to keep prompts within its context.
 ///
 /// # Errors
 /// [`HttpBenchError::Models`] when the server cannot be reached or answers with an error or
 /// something that is not a model list.
-pub async fn served_models(api: &Url, timeout: Duration) -> Result<Vec<String>, HttpBenchError> {
+pub async fn served_models(api: &Url, timeout: Duration) -> Result<Vec<ServedModel>, HttpBenchError> {
     let url = endpoint(api, "models");
     let err = |detail: String| HttpBenchError::Models {
         url: url.to_string(),
@@ -197,7 +205,12 @@ pub async fn served_models(api: &Url, timeout: Duration) -> Result<Vec<String>, 
         .and_then(Value::as_array)
         .map(|d| {
             d.iter()
-                .filter_map(|m| m.get("id")?.as_str().map(str::to_owned))
+                .filter_map(|m| {
+                    Some(ServedModel {
+                        id: m.get("id")?.as_str()?.to_owned(),
+                        max_model_len: m.get("max_model_len").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()),
+                    })
+                })
                 .collect::<Vec<_>>()
         })
         .ok_or_else(|| err(format!("no `data` list of models: {}", quote(&body))))?;
@@ -385,7 +398,7 @@ pub fn run_blocking(
 ///
 /// # Errors
 /// As [`served_models`].
-pub fn served_models_blocking(api: &Url, timeout: Duration) -> Result<Vec<String>, HttpBenchError> {
+pub fn served_models_blocking(api: &Url, timeout: Duration) -> Result<Vec<ServedModel>, HttpBenchError> {
     runtime()?.block_on(served_models(api, timeout))
 }
 

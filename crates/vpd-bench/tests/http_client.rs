@@ -148,7 +148,7 @@ async fn completions(State(m): State<Arc<Mock>>, Json(b): Json<Value>) -> Respon
 }
 
 async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model"}]}))
+    Json(json!({"object": "list", "data": [{"id": MODEL, "object": "model", "max_model_len": 4096}, {"id": "other"}]}))
 }
 
 /// Serves the mock on 127.0.0.1 from the current runtime; returns its base URL.
@@ -366,10 +366,12 @@ fn blocking_run_and_model_list() {
     });
     let url = rx.recv().unwrap();
     let api = http::parse_base_url(&url).unwrap();
-    assert_eq!(
-        http::served_models_blocking(&api, Duration::from_secs(5)).unwrap(),
-        [MODEL]
-    );
+    let listed = http::served_models_blocking(&api, Duration::from_secs(5)).unwrap();
+    let want = [
+        http::ServedModel { id: MODEL.into(), max_model_len: Some(4096) },
+        http::ServedModel { id: "other".into(), max_model_len: None },
+    ];
+    assert_eq!(listed, want);
     let run = http::run_blocking(&cfg(&url, None), &[req("ok 2 0")], &[0.0], |_, _| {}).unwrap();
     assert_eq!(run.records[0].output_tokens, Some(2));
     let mut missing = api.clone();
