@@ -117,14 +117,12 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
                     drafter.rollback(seq, committed).err().map(|e| format!("draft lane: rollback: {e}"))
                 }
                 DraftMsg::End(seq) => {
-                    let jobs = std::mem::take(&mut ready).into_iter().chain(std::mem::take(&mut lagging));
-                    for j in jobs {
-                        match (j.seq == seq, drafter.cached_len(j.seq).is_some_and(|c| j.context.len() > c + chunk)) {
-                            (true, _) => cancelled.push(j),
-                            (false, true) => lagging.push_back(j),
-                            (false, false) => ready.push(j),
-                        }
-                    }
+                    let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut ready).into_iter().partition(|j| j.seq == seq);
+                    ready = keep;
+                    cancelled.extend(gone);
+                    let (gone, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut lagging).into_iter().partition(|j| j.seq == seq);
+                    lagging = keep;
+                    cancelled.extend(gone);
                     drafter.end(seq);
                     None
                 }
