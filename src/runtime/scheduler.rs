@@ -4,6 +4,7 @@ mod commit;
 mod draft_lane;
 mod drafting;
 mod memory;
+mod rows;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ use super::service::Shared;
 use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
 use crate::backend::{Backend, LogitsWanted, StepPlan};
+use rows::StepRows;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, Proposal};
@@ -520,8 +522,18 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             seqs.push(self.engine.seq_step(seq, tokens, start_pos, logits));
         }
         let plan = StepPlan { seqs };
+        let greedy = entries.iter().all(|(id, _)| {
+            let r = &self.reqs[*id];
+            r.req.sampling.is_greedy() && r.logprobs.is_none()
+        });
         let t0 = Instant::now();
-        let logits = self.engine.backend_mut().forward(&plan)?;
+        let backend = self.engine.backend_mut();
+        let layers = backend.config().num_hidden_layers;
+        let rows = if greedy {
+            StepRows::Greedy(backend.forward_argmax(&plan, layers)?)
+        } else {
+            StepRows::Logits(backend.forward(&plan)?)
+        };
         let dt = t0.elapsed().as_secs_f64();
         if has_verify {
             self.verify_busy_s += dt;
@@ -539,17 +551,16 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         for (s, (id, w)) in entries.into_iter().enumerate() {
             match w {
                 Work::Decode => {
-                    let row = logits
+                    let row = rows
                         .last_row(s)
                         .ok_or_else(|| internal("decode step returned no logits"))?;
                     let r = &mut self.reqs[id];
-                    let tok = r.verify.sample(row, &r.req.sampling);
-                    r.note_logprob(row, tok);
+                    let tok = r.next_token(row)?;
                     r.cached += 1;
                     let n = self.push_tokens(id, &[tok]);
                     self.settle(id, n, t)?;
                 }
-                Work::Verify(p) => self.apply_verify(id, &p, logits.seq_rows(s).collect(), t)?,
+                Work::Verify(p) => self.apply_verify(id, &p, rows.seq_rows(s), t)?,
                 Work::Prefill(n) => {
                     self.reqs[id].cached += n;
                     let r = &self.reqs[id];
@@ -558,12 +569,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     }
                     self.waiting.retain(|&w| w != id);
                     let emitted = if r.out_len() == 0 {
-                        let row = logits
+                        let row = rows
                             .last_row(s)
                             .ok_or_else(|| internal("prefill returned no logits"))?;
-                        let r = &mut self.reqs[id];
-                        let tok = r.verify.sample(row, &r.req.sampling);
-                        r.note_logprob(row, tok);
+                        let tok = self.reqs[id].next_token(row)?;
                         self.push_tokens(id, &[tok])
                     } else {
                         0

@@ -140,6 +140,7 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
         let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
         let mut qs: Vec<Vec<Option<Vec<f32>>>> = vec![Vec::new(); queries.len()];
         let steps = want.iter().copied().max().unwrap_or(0);
+        let greedy = queries.iter().all(|q| q.sampling.is_greedy());
         for step in 0..steps {
             let mut seqs = Vec::new();
             let mut who = Vec::new();
@@ -154,9 +155,20 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                 fed[i] += tokens.len();
                 who.push(i);
             }
-            let logits = self.backend.forward_layers(&StepPlan { seqs }, self.layers)?;
+            let plan = StepPlan { seqs };
+            let no_row = || EngineError::Backend("draft step returned no logits".into());
+            if greedy {
+                // Only the argmax is needed: the backend reduces the rows where they are.
+                let best = self.backend.forward_argmax(&plan, self.layers)?;
+                for (s, &i) in who.iter().enumerate() {
+                    drafts[i].push(*best.seq_ids(s).last().ok_or_else(no_row)?);
+                    qs[i].push(None);
+                }
+                continue;
+            }
+            let logits = self.backend.forward_layers(&plan, self.layers)?;
             for (s, &i) in who.iter().enumerate() {
-                let row = logits.last_row(s).ok_or_else(|| EngineError::Backend("draft step returned no logits".into()))?;
+                let row = logits.last_row(s).ok_or_else(no_row)?;
                 let (tok, q) = draw(row, queries[i].sampling, &mut samplers[i]);
                 drafts[i].push(tok);
                 qs[i].push(q);

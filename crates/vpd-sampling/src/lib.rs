@@ -24,4 +24,4 @@ pub use sampler::Sampler;
 pub use speculative::{
     one_hot, verify_chain, verify_chain_greedy, verify_chain_one_hot, ChainOutcome, SpecError,
 };
-pub use tree::{verify_tree, verify_tree_greedy, ChildSampling, TokenTree, TreeOutcome};
+pub use tree::{verify_tree, verify_tree_greedy, verify_tree_greedy_ids, ChildSampling, TokenTree, TreeOutcome};

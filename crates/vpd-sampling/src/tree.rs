@@ -232,20 +232,38 @@ pub fn verify_tree_greedy(
 ) -> Result<TreeOutcome, SpecError> {
     let none = vec![None; target_logits.len()];
     check_tree(tree, target_logits, &none)?;
+    Ok(greedy_descend(tree, |row| argmax(target_logits[row])))
+}
+
+/// [`verify_tree_greedy`] given only each row's [`argmax`] (`n + 1` tokens), for a backend
+/// that reduces the target's logits on the device.
+pub fn verify_tree_greedy_ids(tree: &TokenTree, best: &[u32]) -> Result<TreeOutcome, SpecError> {
+    tree.validate()?;
+    if best.len() != tree.len() + 1 {
+        return Err(SpecError::RowCount {
+            what: "target",
+            expected: tree.len() + 1,
+            got: best.len(),
+        });
+    }
+    Ok(greedy_descend(tree, |row| best[row]))
+}
+
+fn greedy_descend(tree: &TokenTree, best_of_row: impl Fn(usize) -> u32) -> TreeOutcome {
     let mut path = Vec::new();
     let mut node = None;
     loop {
-        let best = argmax(target_logits[row_of(node)]);
+        let best = best_of_row(row_of(node));
         match tree.children(node).find(|&c| tree.tokens[c] == best) {
             Some(c) => {
                 path.push(c);
                 node = Some(c);
             }
             None => {
-                return Ok(TreeOutcome {
+                return TreeOutcome {
                     path,
                     next_token: best,
-                })
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ mod speculative_support;
 use speculative_support::*;
 use vpd_sampling::kernel_ref::verify_tree_ref;
 use vpd_sampling::{
-    processed_probs, verify_chain, verify_tree, verify_tree_greedy, ChildSampling, Sampler,
+    processed_probs, verify_chain, verify_tree, verify_tree_greedy, verify_tree_greedy_ids, ChildSampling, Sampler,
     SamplingParams, SpecError, TokenTree,
 };
 
@@ -325,14 +325,24 @@ fn greedy_tree_follows_the_argmax_path() {
         0,
         0,
     ];
+    // The argmax-only form (a backend reducing rows on the device) gives the same outcome.
+    let ids: Vec<u32> = (0..rows.len()).map(best).collect();
+    let by_ids = |t: &TokenTree| verify_tree_greedy_ids(t, &ids).unwrap();
     let out = verify_tree_greedy(&tree_ok, &rows).unwrap();
     assert_eq!(out.path, vec![1, 6]);
     assert_eq!(out.next_token, best(7));
+    assert_eq!((by_ids(&tree_ok).path, by_ids(&tree_ok).next_token), (out.path, out.next_token));
     // No root child matches: nothing accepted, emit the root argmax.
     tree_ok.tokens[1] = (best(0) + 2) % 8;
     tree_ok.tokens[2] = (best(0) + 3) % 8;
     let out = verify_tree_greedy(&tree_ok, &rows).unwrap();
     assert_eq!((out.path.len(), out.next_token), (0, best(0)));
+    assert_eq!((by_ids(&tree_ok).path, by_ids(&tree_ok).next_token), (out.path, out.next_token));
+    // One id per row or an error.
+    assert!(matches!(
+        verify_tree_greedy_ids(&tree_ok, &ids[1..]),
+        Err(vpd_sampling::SpecError::RowCount { expected: 11, got: 10, .. })
+    ));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::CudaBackend;
 use crate::backend::cpu::attention::{paged_attention, AttnShape, TokenRef};
 use crate::backend::cpu::kv_store::KvStore;
 use crate::backend::cpu::{matmul, ops as cpu_ops, CpuBackend};
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan};
+use crate::backend::{Argmax, Backend, LogitsWanted, SeqStep, StepPlan};
 use crate::engine::{Engine, GenerateRequest};
 use crate::error::Result;
 use crate::model::{LayerWeights, LlamaWeights, Model};
@@ -462,6 +462,16 @@ pub fn model_checks(
         let a = cpu.forward(&step)?;
         let b = gpu.forward(&step)?;
         rows.push(CheckRow::new("model step after copies", format!("S={n_seqs}"), norm_err(&b.data, &a.data), 2e-2));
+        // The same step again, reduced to greedy tokens on the device: the argmax of the
+        // logits it just returned, row for row (the step rewrites the same K/V).
+        let best = gpu.forward_argmax(&step, cfg.num_hidden_layers)?;
+        let want = Argmax::of(&b);
+        let wrong = if best.row_start == want.row_start && best.ids.len() == want.ids.len() {
+            best.ids.iter().zip(&want.ids).filter(|(x, y)| x != y).count() as f64
+        } else {
+            f64::NAN
+        };
+        rows.push(CheckRow::new("model step argmax on device", format!("S={n_seqs} rows={} (mismatches)", want.ids.len()), wrong, 0.0));
     }
     // Greedy generation.
     let max_len = prompts.iter().map(|p| p.1.len()).max().unwrap_or(0) + new_tokens + 1;

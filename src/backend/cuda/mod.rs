@@ -32,7 +32,7 @@ use vpd_formats::LlamaConfig;
 pub use self::device::{driver_present, Device};
 use self::ops::{AttnMeta, HeadShape, KvCache};
 use self::plan::FlatPlan;
-use super::{Backend, Logits, StepPlan};
+use super::{Argmax, Backend, Logits, StepPlan};
 use crate::error::{EngineError, Result};
 use crate::model::LlamaWeights;
 
@@ -58,6 +58,29 @@ struct Workspace {
     partial: CudaSlice<f32>,
     normed: CudaSlice<u16>,
     logits: CudaSlice<f32>,
+    greedy: GreedyRows,
+}
+
+/// Sampling parameters of `rows` greedy rows (temperature 0) and the tokens the sampler writes:
+/// [`Backend::forward_argmax`] reduces the logits on the device with the fused sampler.
+struct GreedyRows {
+    temperature: CudaSlice<f32>,
+    top_k: CudaSlice<u32>,
+    top_p: CudaSlice<f32>,
+    seed: CudaSlice<u64>,
+    ids: CudaSlice<u32>,
+}
+
+impl GreedyRows {
+    fn new(d: &Device, rows: usize) -> Result<Self> {
+        Ok(Self {
+            temperature: d.upload(&vec![0.0f32; rows])?,
+            top_k: d.upload(&vec![0u32; rows])?,
+            top_p: d.upload(&vec![1.0f32; rows])?,
+            seed: d.upload(&vec![0u64; rows])?,
+            ids: d.alloc(rows)?,
+        })
+    }
 }
 
 pub struct CudaBackend {
@@ -252,6 +275,7 @@ impl CudaBackend {
             partial: d.alloc(partial)?,
             normed: d.alloc(r * h)?,
             logits: d.alloc(r * v)?,
+            greedy: GreedyRows::new(d, r)?,
         });
         Ok(())
     }
@@ -367,6 +391,26 @@ impl CudaBackend {
         Ok(data)
     }
 
+    /// Reduces the step's logits rows to their greedy tokens on the device (the fused sampler
+    /// at temperature 0, `vpd_sampling::kernel_ref::argmax_key`, which picks as
+    /// `vpd_sampling::argmax` does) and copies only those back (synchronises the stream).
+    ///
+    /// # Errors
+    /// Launch or copy failures.
+    pub fn read_argmax(&mut self, st: &PreparedStep) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if st.logit_rows > 0 {
+            let vocab = self.config.vocab_size;
+            let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("read_argmax: no step ran".into()))?;
+            let g = &mut ws.greedy;
+            let rp = sampling::RowParams { temperature: &g.temperature, top_k: &g.top_k, top_p: &g.top_p, seed: &g.seed };
+            sampling::sample(&self.dev, &ws.logits, &rp, &mut g.ids, st.logit_rows, vocab, 0)?;
+            ids = self.dev.download(&g.ids, st.logit_rows)?;
+        }
+        self.dev.sync()?;
+        Ok(ids)
+    }
+
     /// Captures [`CudaBackend::launch_step`] of `st` as a CUDA graph (run the step once
     /// uncaptured first, so cuBLAS has chosen its kernels and workspace).
     ///
@@ -430,6 +474,17 @@ impl Backend for CudaBackend {
         self.launch_step(&step)?;
         let data = self.read_logits(&step)?;
         Ok(Logits { vocab, data, row_start: step.row_start })
+    }
+
+    fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Argmax> {
+        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
+        let step = self.prepare_step(plan, num_layers)?;
+        if step.tokens == 0 {
+            return Ok(Argmax { ids: Vec::new(), row_start: step.row_start });
+        }
+        self.launch_step(&step)?;
+        let ids = self.read_argmax(&step)?;
+        Ok(Argmax { ids, row_start: step.row_start })
     }
 
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {

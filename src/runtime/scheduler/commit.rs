@@ -1,9 +1,10 @@
 //! Committing a step's results to requests: verification outcomes (exact speculative sampling
 //! of [`vpd_sampling::verify_tree`], greedy or synthetic), streaming new tokens to the request's
 //! sink, stop conditions, and the hand-off of a request to its next lane.
-use vpd_sampling::{argmax, processed_probs, verify_tree, verify_tree_greedy};
+use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy_ids};
 use vpd_sched::RequestState;
 
+use super::rows::Row;
 use super::{internal, Runtime};
 use crate::backend::Backend;
 use crate::engine::generate::stop_reason;
@@ -12,32 +13,32 @@ use crate::runtime::events::Event;
 use crate::spec::Proposal;
 
 impl<B: Backend> Runtime<'_, '_, B> {
-    pub(super) fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<&[f32]>, t: f64) -> Result<()> {
+    pub(super) fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<Row<'_>>, t: f64) -> Result<()> {
         let r = &mut self.reqs[id];
         let drafted = p.tree.len();
         let sampling = r.req.sampling;
         let (k, emitted, rows_of) = if let Some(acc) = &mut r.accept {
             // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
             let k = acc.verify(drafted);
-            let row = rows
+            let row = *rows
                 .get(k)
                 .ok_or_else(|| internal("verify step returned too few logits"))?;
-            let next = if sampling.is_greedy() {
-                argmax(row)
-            } else {
-                r.verify.sample(row, &sampling)
-            };
+            let next = row
+                .token(&mut r.verify, &sampling)
+                .ok_or_else(|| internal("a sampling request got a greedy-only row"))?;
             let mut e = p.tree.tokens[..k].to_vec();
             e.push(next);
             (k, e, (0..=k).collect::<Vec<usize>>())
         } else {
             let outcome = if sampling.is_greedy() {
-                verify_tree_greedy(&p.tree, &rows)
+                let best: Vec<u32> = rows.iter().map(|row| row.argmax()).collect();
+                verify_tree_greedy_ids(&p.tree, &best)
             } else {
                 let probs: Vec<Vec<f32>> = rows
                     .iter()
-                    .map(|row| processed_probs(row, &sampling))
-                    .collect();
+                    .map(|row| row.logits().map(|l| processed_probs(l, &sampling)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| internal("a sampling request got greedy-only rows"))?;
                 let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
                 let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
                 verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
@@ -50,11 +51,9 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 .collect();
             (outcome.path.len(), outcome.emitted(&p.tree), rows_of)
         };
-        if r.logprobs.is_some() {
-            for (&tok, &row) in emitted.iter().zip(&rows_of) {
-                if let Some(row) = rows.get(row) {
-                    r.note_logprob(row, tok);
-                }
+        for (&tok, &row) in emitted.iter().zip(&rows_of) {
+            if let Some(&row) = rows.get(row) {
+                r.note_row_logprob(row, tok)?;
             }
         }
         r.cached += 1 + k;
