@@ -68,11 +68,23 @@ fn run(
     gap_s: f64,
     prefill_budget: usize,
 ) -> RunOutput {
-    let mut e = engine(m, blocks);
-    let mut drafter = cpu_drafter(draft, m, blocks * 2 + 8, 4).expect("drafter");
     let mut cfg = RuntimeConfig::new(policy, 3);
     cfg.prefill_budget = prefill_budget;
     cfg.max_running = 6;
+    run_with(m, &cfg, draft, blocks, reqs, gap_s)
+}
+
+fn run_with(
+    m: &Model,
+    cfg: &RuntimeConfig,
+    draft: &DraftSpec,
+    blocks: usize,
+    reqs: &[GenerateRequest],
+    gap_s: f64,
+) -> RunOutput {
+    let policy = cfg.policy;
+    let mut e = engine(m, blocks);
+    let mut drafter = cpu_drafter(draft, m, blocks * 2 + 8, 4).expect("drafter");
     let times: Vec<f64> = (0..reqs.len()).map(|i| i as f64 * gap_s).collect();
     let mut done = 0;
     let d = if policy.speculates() {
@@ -80,7 +92,7 @@ fn run(
     } else {
         None
     };
-    let out = run_workload(&mut e, d, &cfg, reqs.to_vec(), &times, &mut || done += 1).expect("run");
+    let out = run_workload(&mut e, d, cfg, reqs.to_vec(), &times, &mut || done += 1).expect("run");
     assert_eq!(done, reqs.len(), "{policy}: on_done once per request");
     assert_eq!(e.blocks().num_used(), 0, "{policy}: blocks leaked");
     e.blocks().check_invariants().expect("invariants");
@@ -124,6 +136,31 @@ fn every_policy_completes_every_request_with_plain_greedy_tokens() {
                 assert_eq!(out.metrics.drafted, 0);
             }
             assert_eq!(out.metrics.preemptions, 0, "{policy}: the cache is large enough");
+        }
+    }
+}
+
+#[test]
+fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping() {
+    // Gathering (the default) is checked inside the runtime: a second draft batch sent while
+    // one is out fails the run. Overlapping groups must give the same tokens too.
+    let (_d, m) = tiny(2);
+    let reqs = requests(6);
+    let want = plain(&m, &reqs);
+    for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
+        for overlap_groups in [false, true] {
+            let mut cfg = RuntimeConfig::new(policy, 3);
+            cfg.prefill_budget = 8;
+            cfg.max_running = 6;
+            cfg.overlap_groups = overlap_groups;
+            // All at once, then staggered: both shapes of arrival.
+            for gap_s in [0.0, 0.003] {
+                let out = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 96, &reqs, gap_s);
+                for (i, o) in out.outcomes.iter().enumerate() {
+                    assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} gap {gap_s} request {i}");
+                }
+                assert!(out.metrics.verifies > 0, "{policy}: speculation ran");
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// (a multiple of 8 on Hopper) and the target on the rest.
     #[arg(long)]
     pub decode_sms: Option<u32>,
+    /// Three-lane policies: draft for requests as soon as they return from verification, in
+    /// groups that overlap draft and verify, instead of gathering everyone into one round.
+    #[arg(long)]
+    pub overlap_groups: bool,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -191,6 +195,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.max_running = a.max_running;
             cfg.synthetic = synthetic;
             cfg.seed = a.seed;
+            cfg.overlap_groups = a.overlap_groups;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -246,7 +251,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             BackendKind::Cuda => super::engines::gpu_name(),
         },
         models: if speculates {
-            format!("{name}, draft {} (L = {})", a.draft, a.num_draft)
+            let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
+            format!("{name}, draft {} (L = {}){groups}", a.draft, a.num_draft)
         } else {
             name
         },

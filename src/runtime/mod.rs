@@ -16,17 +16,28 @@
 //!   goodput; ALGORITHMS.md, "Choosing L under load").
 //!
 //! **Threads.** Under the three-lane policies the decode lane's drafting runs on its own
-//! pinned thread, which owns the drafter and its KV cache (`scheduler/draft_lane.rs`):
-//! while the serving thread verifies one group of requests, the decode lane drafts for
-//! another, so draft and verify overlap. The target model's work (plain decode steps,
-//! verification, prefill chunks) stays on the serving thread under strict priority
-//! Decode > Verify > Prefill with anti-starvation bounds: on the CPU backend one target
-//! forward already uses every core and the target KV cache has a single writer. On the GPU
-//! each backend has its own stream, and `vpd bench --decode-sms N` puts the drafter in a
-//! green-context SM partition and the target on the rest; the target's own lanes share one
-//! stream (docs/perf.md, run D, says why that partition does not pay yet). `nospec` and
-//! `single-lane` run everything on the serving thread, as their designs say. In a server the
-//! serving thread itself is pinned ([`service`]).
+//! pinned thread, which owns the drafter and its KV cache (`scheduler/draft_lane.rs`). The
+//! target model's work (plain decode steps, verification, prefill chunks) stays on the serving
+//! thread under strict priority Decode > Verify > Prefill with anti-starvation bounds: on the
+//! CPU backend one target forward already uses every core, and the target KV cache has a
+//! single writer.
+//!
+//! **What overlaps.** By default requests *gather*: a request back from verification waits
+//! while others are still out drafting or queued for verification, and then the decode lane
+//! drafts for all of them in one batch, so each round is one draft batch and one verify
+//! forward. The lane picked decides when a target forward runs; the ready work of the other
+//! target lane among decode and verify rides along in it (plain L = 0 steps ride in the verify
+//! forward). What overlaps is the drafter's work with the serving thread's prefill chunks and
+//! host work. The alternative, `RuntimeConfig::overlap_groups` (`vpd bench --overlap-groups`),
+//! drafts for one group while another is verified (the asynchronous draft/verify of PEARL and
+//! AMUSD). On one GPU it costs latency: at these batch sizes both the draft step and the
+//! verify forward are bound by weight reads, so two groups pay each read twice, and running
+//! them at once shares the same bandwidth (docs/perf.md, run H: p99 TPOT 1.5× that of
+//! gathering at 2 req/s). On the GPU each backend has its own stream, and `vpd bench
+//! --decode-sms N` puts the drafter in a green-context SM partition and the target on the rest
+//! (docs/perf.md, run D, says why that partition does not pay yet). `nospec` and `single-lane`
+//! run everything on the serving thread, as their designs say. In a server the serving thread
+//! itself is pinned ([`service`]).
 //!
 //! Memory (issue 5, item 4): a waiting request is admitted to prefill only when its prompt fits
 //! in the free blocks; when a step needs more blocks than are free, the newest running
@@ -129,6 +140,12 @@ pub struct RuntimeConfig {
     pub synthetic: Option<SyntheticAcceptance>,
     /// Seed of the synthetic process.
     pub seed: u64,
+    /// Three-lane policies: let the decode lane draft for requests as soon as they return from
+    /// verification, while other requests are still out drafting or waiting to be verified
+    /// (groups that overlap draft and verify). Off by default: requests then gather, and the
+    /// decode lane drafts every drafting request in one batch once the others are back, one
+    /// round at a time (docs/perf.md, run H, says why).
+    pub overlap_groups: bool,
 }
 
 impl RuntimeConfig {
@@ -143,6 +160,7 @@ impl RuntimeConfig {
             cost_prior: CostPrior::default(),
             synthetic: None,
             seed: 0,
+            overlap_groups: false,
         }
     }
 

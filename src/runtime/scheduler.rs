@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vpd_sched::{
-    Controller, ControllerConfig, Lane, LaneQueue, LaneReady, PrioritySelector,
+    BusyMeter, Controller, ControllerConfig, Lane, LaneQueue, LaneReady, PrioritySelector,
     RequestState,
 };
 
@@ -52,6 +52,10 @@ fn internal(what: impl Into<String>) -> EngineError {
     EngineError::Backend(format!("runtime: {}", what.into()))
 }
 
+/// Time constant of the target's busy meter: long against a step (5–10 ms at 8B), short
+/// against a load change.
+const BUSY_TAU_S: f64 = 0.5;
+
 /// The serving loop over one target engine and an optional drafter.
 pub struct Runtime<'e, 'd, B: Backend> {
     engine: &'e mut Engine<B>,
@@ -74,7 +78,9 @@ pub struct Runtime<'e, 'd, B: Backend> {
     running: usize,
     /// Requests ended since the loop last reaped.
     ended: Vec<usize>,
-    verify_busy_s: f64,
+    /// The target's recent busy fraction: every target forward shares HBM bandwidth with the
+    /// decode lane's concurrent draft steps (the controller's `LaneLoad::verify_busy`).
+    target_busy: BusyMeter,
     metrics: RuntimeMetrics,
     /// Set when serving over a [`super::service::Service`]: its flags, counters and the
     /// published metrics.
@@ -139,7 +145,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             live: 0,
             running: 0,
             ended: Vec::new(),
-            verify_busy_s: 0.0,
+            target_busy: BusyMeter::new(BUSY_TAU_S, 0.0),
             metrics: RuntimeMetrics::new(cfg.num_draft),
             shared: None,
             lane: None,
@@ -438,33 +444,49 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             }
             Policy::ThreeLane | Policy::ThreeLaneAdaptive => {
                 self.collect_drafts(None)?;
+                // Gathering: requests back from verification wait while others are still out
+                // drafting or queued for verification, so that one draft batch and one verify
+                // forward serve everyone each round. Draft and verify steps are both bound by
+                // weight reads at these batch sizes: separate groups would pay each read once
+                // per group, and overlapping them on one GPU shares the same bandwidth.
+                // Plain (L = 0) steps likewise wait for the drafts out, to ride in their
+                // verify forward.
+                let gather = !self.cfg.overlap_groups
+                    && (self.drafts_in_flight > 0 || !self.verify_q.is_empty());
+                let hold_plain = !self.cfg.overlap_groups && self.drafts_in_flight > 0;
                 let ready = LaneReady {
-                    decode: !self.decode_q.is_empty() || !self.plain_ready.is_empty(),
+                    decode: (!gather && !self.decode_q.is_empty())
+                        || (!hold_plain && !self.plain_ready.is_empty()),
                     verify: !self.verify_q.is_empty(),
                     prefill: self.prefill_ready().then(|| self.prefill_age()),
                 };
                 match self.selector.select(&ready) {
                     None => Ok(false),
+                    // The target's decode-lane work (plain steps) and verify-lane work share
+                    // one forward whenever both are ready: a forward below the compute ridge
+                    // costs one read of the weights whatever its few hundred rows, so two
+                    // separate forwards would pay that read twice (at L = 0 for some requests
+                    // and L > 0 for others, every round). The lane that was picked decides
+                    // when the forward runs; the other's ready work rides along.
                     Some(Lane::Decode) => {
-                        let ids = drain(&self.decode_q);
-                        let mut plain = self.draft_round(&ids, true)?;
-                        plain.extend(
-                            std::mem::take(&mut self.plain_ready)
-                                .into_iter()
-                                .map(|id| (id, Work::Decode)),
-                        );
-                        self.run_entries(plain)?;
+                        let ids = if gather { Vec::new() } else { drain(&self.decode_q) };
+                        let plain = if ids.is_empty() { Vec::new() } else { self.draft_round(&ids, true)? };
+                        if !self.cfg.overlap_groups && self.drafts_in_flight > 0 {
+                            // Plain (L = 0) steps ride in the verify forward of this round.
+                            self.plain_ready.extend(plain.into_iter().map(|(id, _)| id));
+                            return Ok(true);
+                        }
+                        let mut entries = plain;
+                        entries.extend(self.take_plain());
+                        if !entries.is_empty() {
+                            entries.extend(self.take_verify()?);
+                        }
+                        self.run_entries(entries)?;
                         Ok(true)
                     }
                     Some(Lane::Verify) => {
-                        let mut entries = Vec::new();
-                        for id in drain(&self.verify_q) {
-                            let p = self.reqs[id]
-                                .proposal
-                                .take()
-                                .ok_or_else(|| internal("a verifying request has no draft"))?;
-                            entries.push((id, Work::Verify(p)));
-                        }
+                        let mut entries = self.take_verify()?;
+                        entries.extend(self.take_plain());
                         self.run_entries(entries)
                     }
                     Some(Lane::Prefill) => {
@@ -474,6 +496,28 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 }
             }
         }
+    }
+
+    /// The decode lane's plain (L = 0) target steps that are ready.
+    fn take_plain(&mut self) -> Vec<(usize, Work)> {
+        std::mem::take(&mut self.plain_ready)
+            .into_iter()
+            .map(|id| (id, Work::Decode))
+            .collect()
+    }
+
+    /// The drafts waiting in the verify lane's queue.
+    fn take_verify(&mut self) -> Result<Vec<(usize, Work)>> {
+        drain(&self.verify_q)
+            .into_iter()
+            .map(|id| {
+                let p = self.reqs[id]
+                    .proposal
+                    .take()
+                    .ok_or_else(|| internal("a verifying request has no draft"))?;
+                Ok((id, Work::Verify(p)))
+            })
+            .collect()
     }
 
     /// Runs one target forward over `entries` and applies its results. Returns whether any
@@ -535,9 +579,8 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             StepRows::Logits(backend.forward(&plan)?)
         };
         let dt = t0.elapsed().as_secs_f64();
-        if has_verify {
-            self.verify_busy_s += dt;
-        }
+        let now = self.now_s();
+        self.target_busy.record(now, dt);
         if let (Some(c), false) = (&mut self.controller, has_prefill) {
             c.observe_verify_step(plan.num_tokens(), dt);
         }

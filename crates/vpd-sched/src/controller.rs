@@ -20,7 +20,9 @@
 //!   compute-bound slope, where below the ridge it was nearly free. (Charging all of v(Σ + B)
 //!   would do the opposite: a long step looks like a reason to draft more to amortise it.)
 //! - `κ = 1 + interference · verify_busy`: decode and verify share HBM bandwidth, so drafts run
-//!   slower while verify is busy (ALGORITHMS.md measured 1.5–2.2× on an H200).
+//!   slower while verify is busy (ALGORITHMS.md measured 1.5–2.2× on an H200). `d` holds solo
+//!   times: a draft step measured under load is divided by that moment's κ
+//!   ([`Controller::observe_loaded_draft_step`]), so κ is not counted twice.
 //!
 //! Search: the time term couples all requests (a draft step costs the same for 1 or 64
 //! requests), so plain coordinate ascent stalls: from "all at L = 4" no single request can
@@ -67,7 +69,8 @@ pub struct LaneLoad {
     /// Prefill tokens that run in the verify lane's partition during the step: min(prefill
     /// backlog, chunk budget).
     pub prefill_chunk_tokens: u32,
-    /// Fraction of recent time the verify lane was busy, in [0, 1]; non-finite counts as 0.
+    /// Fraction of recent time the verify lane was busy, in [0, 1] (a decayed meter such as
+    /// [`crate::BusyMeter`], not a lifetime average); non-finite counts as 0.
     pub verify_busy: f64,
 }
 
@@ -342,6 +345,16 @@ impl Controller {
         let ok = self.cost.observe_draft(batch, seconds);
         self.stats.rejected_inputs += u64::from(!ok);
         ok
+    }
+
+    /// Records a draft step measured while the verify lane was `verify_busy` busy (the same
+    /// [`LaneLoad::verify_busy`] the decisions read). The time is divided by that moment's
+    /// κ = 1 + interference · busy before it enters the cost model, which therefore holds
+    /// solo step times; decisions multiply by the κ of their own moment. Feeding loaded times
+    /// to [`Controller::observe_draft_step`] would count the interference twice.
+    pub fn observe_loaded_draft_step(&mut self, batch: usize, seconds: f64, verify_busy: f64) -> bool {
+        let busy = if verify_busy.is_finite() { verify_busy.clamp(0.0, 1.0) } else { 0.0 };
+        self.observe_draft_step(batch, seconds / (1.0 + self.cfg.interference * busy))
     }
 
     /// Records a measured verify forward; returns whether it was used.

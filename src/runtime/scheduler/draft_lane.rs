@@ -4,11 +4,12 @@
 //! its own where there is one. The serving thread sends it messages through a bounded
 //! `crossbeam` channel, in order: `Begin` when a request starts prefilling, `Propose` with a
 //! batch of draft jobs, `Rollback` after each verification, `End` when a request releases its
-//! cache. Results come back on a second bounded channel. So while the serving thread runs a
-//! verify step (or a prefill chunk) for one group of requests, this thread drafts for
-//! another: draft and verify overlap, the on-device form of asynchronous draft/verify
-//! (PEARL, Liu et al. 2024; AMUSD, McDanel 2024). A request is in one place at a time: while
-//! its draft is in flight it sits in no queue of the serving thread.
+//! cache. Results come back on a second bounded channel. So while this thread drafts, the
+//! serving thread runs prefill chunks, and with `RuntimeConfig::overlap_groups` also the
+//! verify step of another group of requests (the on-device form of asynchronous
+//! draft/verify: PEARL, Liu et al. 2024; AMUSD, McDanel 2024; off by default, see
+//! `runtime`'s "What overlaps"). A request is in one place at a time: while its draft is in
+//! flight it sits in no queue of the serving thread.
 //!
 //! The drafter's own prefill is chunked like the target's: a request whose drafter cache lags
 //! by more than the prefill budget (a new prompt) is held apart and prefilled one chunk per

@@ -21,8 +21,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
         let load = LaneLoad {
             verify_queue_tokens: self.verify_q.len() as u32 * (self.cfg.num_draft as u32 + 1),
             prefill_chunk_tokens: self.waiting_tokens().min(self.cfg.prefill_budget) as u32,
-            verify_busy: (self.verify_busy_s / self.start.elapsed().as_secs_f64().max(1e-9))
-                .min(1.0),
+            verify_busy: self.target_busy.fraction(self.now_s()),
         };
         let want: HashMap<usize, usize> = match &mut self.controller {
             Some(c) => c
@@ -144,10 +143,12 @@ impl<B: Backend> Runtime<'_, '_, B> {
     }
 
     /// Tells the controller what drafting `batch` requests cost: `secs` for `steps` sequential
-    /// draft steps (a chain of L tokens takes L), while its cost model wants one step.
+    /// draft steps (a chain of L tokens takes L), while its cost model wants one step, measured
+    /// under the target's current load (the controller stores it as a solo time).
     fn observe_drafting(&mut self, batch: usize, secs: f64, steps: usize) {
+        let busy = self.target_busy.fraction(self.now_s());
         if let (Some(c), true) = (&mut self.controller, steps > 0) {
-            c.observe_draft_step(batch, secs / steps as f64);
+            c.observe_loaded_draft_step(batch, secs / steps as f64, busy);
         }
     }
 
@@ -173,6 +174,11 @@ impl<B: Backend> Runtime<'_, '_, B> {
             });
         }
         let n = jobs.len();
+        if !self.cfg.overlap_groups && self.drafts_in_flight > 0 {
+            // Gathering (the default) sends one batch per round: a second batch while one is
+            // out would split the requests into groups again.
+            return Err(internal("a draft batch sent while another is out, with gathering on"));
+        }
         self.send_lane(DraftMsg::Propose(jobs))?;
         self.drafts_in_flight += n;
         Ok(())

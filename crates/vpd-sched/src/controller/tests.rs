@@ -439,3 +439,26 @@ fn search_is_near_brute_force_optimum() {
         assert!(got >= 0.99 * opt, "{got} vs {opt}, α {alphas:?}, bg {bg}");
     }
 }
+
+#[test]
+fn loaded_draft_times_are_stored_as_solo_times() {
+    // A draft step measured while verify was fully busy ran κ = 1 + interference slower; the
+    // cost model must hold the solo time, or decisions (which multiply by κ again) would count
+    // the interference twice.
+    let cfg = ControllerConfig::default();
+    let k = 1.0 + cfg.interference;
+    let (mut loaded, mut solo) = (ctl(cfg.clone()), ctl(cfg));
+    for n in [1usize, 2, 4, 8, 16, 32] {
+        for _ in 0..20 {
+            let t = 1e-3 + 15e-6 * n as f64;
+            assert!(loaded.observe_loaded_draft_step(n, t * k, 1.0));
+            assert!(solo.observe_draft_step(n, t));
+        }
+    }
+    for n in [1usize, 8, 32] {
+        let (a, b) = (loaded.cost_model().draft_step_s(n), solo.cost_model().draft_step_s(n));
+        assert!((a - b).abs() <= 1e-9 * b.max(1e-12) + 1e-12, "batch {n}: {a} vs {b}");
+    }
+    // An idle verify lane (or a non-finite reading) leaves the time as measured.
+    assert!(loaded.observe_loaded_draft_step(4, 2e-3, f64::NAN));
+}
