@@ -69,10 +69,6 @@ pub struct BenchArgs {
     /// groups that overlap draft and verify, instead of gathering everyone into one round.
     #[arg(long)]
     pub overlap_groups: bool,
-    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
-    /// tokens per forward (0: prefill only in its own forwards).
-    #[arg(long, default_value_t = 0)]
-    pub prefill_ride: usize,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -200,7 +196,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.synthetic = synthetic;
             cfg.seed = a.seed;
             cfg.overlap_groups = a.overlap_groups;
-            cfg.prefill_ride = a.prefill_ride;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,

@@ -146,10 +146,6 @@ pub struct RuntimeConfig {
     /// decode lane drafts every drafting request in one batch once the others are back, one
     /// round at a time (docs/perf.md, run H, says why).
     pub overlap_groups: bool,
-    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
-    /// tokens per forward (0: prefill runs only in forwards of its own, when the prefill lane
-    /// is picked). Keep it below the target's compute ridge, where rows are nearly free.
-    pub prefill_ride: usize,
 }
 
 impl RuntimeConfig {
@@ -165,7 +161,6 @@ impl RuntimeConfig {
             synthetic: None,
             seed: 0,
             overlap_groups: false,
-            prefill_ride: 0,
         }
     }
 
