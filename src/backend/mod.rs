@@ -167,3 +167,32 @@ pub trait Backend: Send {
     /// (compacting an accepted tree path into consecutive positions).
     fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Argmax, Logits};
+
+    #[test]
+    fn argmax_rows_pick_the_first_maximum_and_count_nan_as_minus_infinity() {
+        let logits = Logits {
+            vocab: 4,
+            data: vec![
+                1.0, 3.0, 3.0, 0.0, // tie: the lower id
+                f32::NAN, -1.0, f32::NAN, -2.0, // NaN is never the maximum
+                f32::NAN, f32::NAN, f32::NAN, f32::NAN, // nothing finite: id 0
+                -0.0, 0.0, f32::NEG_INFINITY, -5.0, // -0 and +0 tie
+            ],
+            row_start: vec![0, 1, 4],
+        };
+        let a = Argmax::of(&logits);
+        assert_eq!(a.ids, vec![1, 1, 0, 0]);
+        assert_eq!(a.seq_ids(0), &[1]);
+        assert_eq!(a.seq_ids(1), &[1, 0, 0]);
+        // The same choice as the sampler's greedy key, which the device reduction uses.
+        for row in logits.data.chunks_exact(4) {
+            assert_eq!(vpd_sampling::argmax(row), vpd_sampling::kernel_ref::argmax_key(row));
+        }
+        let empty = Logits { vocab: 0, data: Vec::new(), row_start: vec![0, 0] };
+        assert_eq!(Argmax::of(&empty).seq_ids(0), &[] as &[u32]);
+    }
+}
