@@ -136,12 +136,23 @@ impl<B: Backend> Engine<B> {
                 let last = *a.out.last().expect("a live sequence has sampled at least one token");
                 seqs.push(self.seq_step(a.seq, vec![last], a.cached, LogitsWanted::Last));
             }
-            let logits = self.backend.forward(&StepPlan { seqs })?;
-            for (s, &i) in live.iter().enumerate() {
+            let plan = StepPlan { seqs };
+            // Greedy steps need only each row's argmax, which a GPU backend takes on the device.
+            let tokens: Vec<Option<u32>> = if live.iter().all(|&i| reqs[i].sampling.is_greedy()) {
+                let layers = self.backend.config().num_hidden_layers;
+                let best = self.backend.forward_argmax(&plan, layers)?;
+                (0..live.len()).map(|s| best.seq_ids(s).last().copied()).collect()
+            } else {
+                let logits = self.backend.forward(&plan)?;
+                live.iter()
+                    .enumerate()
+                    .map(|(s, &i)| logits.last_row(s).map(|row| active[i].sampler.sample(row, &reqs[i].sampling)))
+                    .collect()
+            };
+            for (&i, tok) in live.iter().zip(tokens) {
                 let (a, r) = (&mut active[i], &reqs[i]);
                 a.cached += 1;
-                if let Some(row) = logits.last_row(s) {
-                    let tok = a.sampler.sample(row, &r.sampling);
+                if let Some(tok) = tok {
                     a.out.push(tok);
                     a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
                 }
