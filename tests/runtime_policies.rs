@@ -1,8 +1,10 @@
 //! The serving runtime on a random tiny model: every policy completes every request with the
 //! same greedy tokens as plain `Engine::generate`, and under KV overload nothing is lost.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use verify_pd::backend::cpu::CpuBackend;
+use verify_pd::backend::{Argmax, Backend, Logits, StepPlan};
 use verify_pd::engine::{Engine, FinishReason, GenerateRequest};
 use verify_pd::make_model::{write_random_checkpoint, Preset, WeightDType};
 use verify_pd::model::Model;
@@ -230,5 +232,72 @@ fn bad_configurations_are_refused_with_clear_errors() {
     assert!(err.contains("unknown policy"), "{err}");
     for p in Policy::ALL {
         assert_eq!(p.name().parse::<Policy>().unwrap(), p);
+    }
+}
+
+/// A CPU backend that counts which kind of step the runtime asks for.
+struct Counting {
+    inner: CpuBackend,
+    logits_steps: Arc<AtomicUsize>,
+    argmax_steps: Arc<AtomicUsize>,
+}
+
+impl Backend for Counting {
+    fn config(&self) -> &vpd_formats::LlamaConfig {
+        self.inner.config()
+    }
+    fn kv_geometry(&self) -> (usize, usize) {
+        self.inner.kv_geometry()
+    }
+    fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Logits> {
+        self.logits_steps.fetch_add(1, Ordering::Relaxed);
+        self.inner.forward_layers(plan, num_layers)
+    }
+    fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Argmax> {
+        self.argmax_steps.fetch_add(1, Ordering::Relaxed);
+        Ok(Argmax::of(&self.inner.forward_layers(plan, num_layers)?))
+    }
+    fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> verify_pd::error::Result<()> {
+        self.inner.copy_blocks(pairs)
+    }
+    fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> verify_pd::error::Result<()> {
+        self.inner.move_slots(block_table, moves)
+    }
+}
+
+#[test]
+fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
+    // On the GPU a logits step copies 4·vocab bytes a row to the host, an argmax step 4 bytes:
+    // greedy work must never fall back to whole rows (docs/perf.md, run G).
+    let (_d, m) = tiny(3);
+    for temperature in [0.0f32, 0.8] {
+        let reqs: Vec<GenerateRequest> = requests(5)
+            .into_iter()
+            .map(|mut r| {
+                r.sampling = SamplingParams { temperature, ..r.sampling };
+                r
+            })
+            .collect();
+        for policy in Policy::ALL {
+            let (logits_steps, argmax_steps) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let backend = Counting {
+                inner: CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), 96, 4).expect("backend"),
+                logits_steps: Arc::clone(&logits_steps),
+                argmax_steps: Arc::clone(&argmax_steps),
+            };
+            let mut e = Engine::new(backend).expect("engine");
+            let mut drafter = cpu_drafter(&DraftSpec::LayerSkip(1), &m, 200, 4).expect("drafter");
+            let cfg = RuntimeConfig::new(policy, 3);
+            let d = policy.speculates().then_some(&mut *drafter as &mut dyn Drafter);
+            let times = vec![0.0; reqs.len()];
+            let out = run_workload(&mut e, d, &cfg, reqs.clone(), &times, &mut || {}).expect("run");
+            assert!(out.outcomes.iter().all(|o| o.result.is_ok()), "{policy} T={temperature}");
+            let (l, a) = (logits_steps.load(Ordering::Relaxed), argmax_steps.load(Ordering::Relaxed));
+            if temperature == 0.0 {
+                assert!(l == 0 && a > 0, "{policy} greedy: {l} logits steps, {a} argmax steps");
+            } else {
+                assert!(l > 0 && a == 0, "{policy} sampling: {l} logits steps, {a} argmax steps");
+            }
+        }
     }
 }
