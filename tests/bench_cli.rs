@@ -51,6 +51,8 @@ fn invalid_settings_are_refused_by_name() {
         (vec!["--burstiness", "0"], "burstiness"),
         (vec!["--dataset", "no/such/file.json"], "dataset"),
         (vec!["--slo", "ttft:abc"], "slo"),
+        (vec!["--cuda-graphs"], "cuda_graphs"),
+        (vec!["--decode-sms", "80"], "decode_sms"),
     ] {
         let mut all = vec!["bench", "--model", TINY, "--num-prompts", "2"];
         all.extend(&args);

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// (a multiple of 8 on Hopper) and the target on the rest.
     #[arg(long)]
     pub decode_sms: Option<u32>,
+    /// With --backend cuda: replay decode steps (target and drafter) from CUDA graphs captured
+    /// per shape.
+    #[arg(long)]
+    pub cuda_graphs: bool,
     /// Three-lane policies: draft for requests as soon as they return from verification, in
     /// groups that overlap draft and verify, instead of gathering everyone into one round.
     #[arg(long)]
@@ -204,6 +208,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 blocks,
                 block_size: BLOCK_SIZE,
                 decode_sms: a.decode_sms,
+                decode_graphs: a.cuda_graphs,
             };
             let out = run_once(&setup, &cfg, reqs.clone(), &times, &mut || {
                 bar.inc(1)
@@ -252,6 +257,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         },
         models: if speculates {
             let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
+            let groups = if a.cuda_graphs { format!("{groups}, decode CUDA graphs") } else { groups.to_string() };
             format!("{name}, draft {} (L = {}){groups}", a.draft, a.num_draft)
         } else {
             name

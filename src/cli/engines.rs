@@ -111,6 +111,8 @@ pub struct RunSetup<'a> {
     /// GPU only: SMs of the decode lane's green-context partition (the drafter runs there;
     /// the target runs on the rest). `None`: both on the whole GPU, one stream each.
     pub decode_sms: Option<u32>,
+    /// GPU only: replay decode steps from CUDA graphs (`CudaBackend::set_decode_graphs`).
+    pub decode_graphs: bool,
 }
 
 /// Builds a fresh target engine (and drafter) for one run and runs `requests` through the
@@ -126,10 +128,13 @@ pub fn run_once(
     times: &[f64],
     on_done: &mut dyn FnMut(),
 ) -> Result<RunOutput> {
-    let RunSetup { kind, target, draft, blocks, block_size, decode_sms } = *setup;
+    let RunSetup { kind, target, draft, blocks, block_size, decode_sms, decode_graphs } = *setup;
     let draft_blocks = blocks * 2 + cfg.max_running;
     if decode_sms.is_some() && kind == BackendKind::Cpu {
         return Err(bad("decode_sms", "SM partitions need --backend cuda"));
+    }
+    if decode_graphs && kind == BackendKind::Cpu {
+        return Err(bad("cuda_graphs", "CUDA graphs need --backend cuda"));
     }
     match kind {
         BackendKind::Cpu => {
@@ -183,11 +188,13 @@ mod cuda {
         blocks: usize,
         block_size: usize,
         lane: Option<&Arc<Lane>>,
+        decode_graphs: bool,
     ) -> Result<Box<dyn Drafter>> {
         let on_lane = |mut b: CudaBackend| -> Result<CudaBackend> {
             if let Some(l) = lane {
                 b.bind_lane(l)?;
             }
+            b.set_decode_graphs(decode_graphs);
             Ok(b)
         };
         Ok(match choice {
@@ -228,7 +235,7 @@ mod cuda {
         };
         let tree_blocks = opts.tree.map_or(0, |t| t.budget).div_ceil(bs) + 1;
         let choice = DraftChoice::Spec(draft.clone());
-        let d = drafter(&choice, model.config.vocab_size, &copy, blocks + tree_blocks, bs, None)?;
+        let d = drafter(&choice, model.config.vocab_size, &copy, blocks + tree_blocks, bs, None, false)?;
         let mut se = crate::spec::SpecEngine::new(engine, d, *opts)?;
         if let Some(p) = trace {
             se.set_trace(crate::spec::TraceWriter::create(p)?);
@@ -238,7 +245,8 @@ mod cuda {
 
     /// The target engine and the drafter on GPU 0. With `decode_sms`, the drafter runs in a
     /// green-context partition of that many SMs and the target (verify and prefill) on the
-    /// rest; the backends keep the partitions alive.
+    /// rest; the backends keep the partitions alive. With `decode_graphs`, both replay their
+    /// decode steps from CUDA graphs.
     pub fn parts(
         target: &ModelSource,
         draft: Option<&DraftChoice>,
@@ -246,8 +254,10 @@ mod cuda {
         draft_blocks: usize,
         block_size: usize,
         decode_sms: Option<u32>,
+        decode_graphs: bool,
     ) -> Result<(Engine<CudaBackend>, Option<Box<dyn Drafter>>)> {
         let mut target_backend = backend(target, blocks, block_size)?;
+        target_backend.set_decode_graphs(decode_graphs);
         let lanes = decode_sms.map(|n| Lanes::new(target_backend.device(), n)).transpose()?;
         if let Some(l) = &lanes {
             tracing::info!("lanes: {:?}", l.isolation);
@@ -257,7 +267,7 @@ mod cuda {
         let copy = |blocks| backend(target, blocks, block_size);
         let vocab = target.config().vocab_size;
         let drafter = draft
-            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode)))
+            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode), decode_graphs))
             .transpose()?;
         Ok((engine, drafter))
     }
@@ -270,8 +280,9 @@ mod cuda {
         times: &[f64],
         on_done: &mut dyn FnMut(),
     ) -> Result<RunOutput> {
-        let RunSetup { target, draft, blocks, block_size, decode_sms, .. } = *setup;
-        let (mut engine, mut drafter) = parts(target, draft, blocks, draft_blocks, block_size, decode_sms)?;
+        let RunSetup { target, draft, blocks, block_size, decode_sms, decode_graphs, .. } = *setup;
+        let (mut engine, mut drafter) =
+            parts(target, draft, blocks, draft_blocks, block_size, decode_sms, decode_graphs)?;
         let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
         run_workload(&mut engine, d, cfg, requests, times, on_done)
     }

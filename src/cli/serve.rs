@@ -152,7 +152,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
 fn spawn_cuda(cfg: ServiceConfig, target: ModelSource, draft: Option<DraftSpec>, blocks: usize, draft_blocks: usize) -> Result<Service> {
     Service::spawn(cfg, move || {
         let choice = draft.map(super::engines::DraftChoice::Spec);
-        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None)
+        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None, false)
     })
 }
 

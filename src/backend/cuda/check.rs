@@ -477,8 +477,12 @@ pub fn model_checks(
     let max_len = prompts.iter().map(|p| p.1.len()).max().unwrap_or(0) + new_tokens + 1;
     let blocks = max_len.div_ceil(bs) + 1;
     let mut cpu = Engine::new(CpuBackend::new(cfg.clone(), wq.clone(), blocks, bs)?)?;
-    let mut gpu = Engine::new(CudaBackend::new(cfg.clone(), wq, blocks, bs, 0)?)?;
+    let mut gpu = Engine::new(CudaBackend::new(cfg.clone(), wq.clone(), blocks, bs, 0)?)?;
+    // The same on a backend that replays decode steps from CUDA graphs: the same tokens.
+    let mut graphed = Engine::new(CudaBackend::new(cfg.clone(), wq, blocks, bs, 0)?)?;
+    graphed.backend_mut().set_decode_graphs(true);
     let mut greedy = Vec::new();
+    let mut graph_diverged = 0usize;
     for (name, ids, reference) in prompts {
         let req = GenerateRequest {
             prompt_ids: ids.clone(),
@@ -488,7 +492,9 @@ pub fn model_checks(
         };
         let a = cpu.generate(&req)?.token_ids;
         let b = gpu.generate(&req)?.token_ids;
+        let c = graphed.generate(&req)?.token_ids;
         let prefix = |x: &[u32], y: &[u32]| x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        graph_diverged += usize::from(c.len() != b.len() || prefix(&b, &c) < b.len());
         greedy.push(GreedyRow {
             prompt: name.clone(),
             tokens: b.len(),
@@ -496,5 +502,10 @@ pub fn model_checks(
             agree_ref: reference.as_ref().map(|r| prefix(r, &b)),
         });
     }
+    let (replays, captures) = graphed.backend().decode_graph_counts();
+    let size = format!("{} prompts, {captures} graphs, {replays} replays (prompts diverged)", prompts.len());
+    // Replays must have happened, or the row checks nothing.
+    let err = if replays > 0 { graph_diverged as f64 } else { f64::NAN };
+    rows.push(CheckRow::new("greedy tokens with decode graphs", size, err, 0.0));
     Ok((rows, greedy))
 }

@@ -16,6 +16,7 @@
 //! in the engine, and the engine calling the sampling and verification kernels.
 pub mod check;
 pub mod device;
+mod graphs;
 pub mod lanes;
 pub mod ops;
 pub mod plan;
@@ -96,6 +97,8 @@ pub struct CudaBackend {
     ws: Option<Workspace>,
     /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
     ws_generation: u64,
+    /// Decode steps replayed from CUDA graphs ([`CudaBackend::set_decode_graphs`]); `None`: off.
+    graphs: Option<graphs::DecodeGraphs>,
     /// The lane it runs on ([`lanes`]); last, so that the lanes outlive every buffer above.
     lanes: lanes::Bound,
 }
@@ -240,7 +243,21 @@ impl CudaBackend {
         let cache = KvCache::new(&dev, config.num_hidden_layers, num_blocks, block_size, shape.kv_dim())?;
         dev.sync()?;
         let (ws, lanes) = (None, lanes::Bound::default());
-        Ok(Self { config, shape, dev, embed, lm_head, norm, layers, inv_freq, cache, ws, ws_generation: 0, lanes })
+        Ok(Self {
+            config,
+            shape,
+            dev,
+            embed,
+            lm_head,
+            norm,
+            layers,
+            inv_freq,
+            cache,
+            ws,
+            ws_generation: 0,
+            graphs: None,
+            lanes,
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -310,9 +327,14 @@ impl CudaBackend {
     /// Invalid plans (as the CPU backend), device allocation or copy failures.
     pub fn prepare_step(&mut self, plan: &StepPlan, num_layers: usize) -> Result<PreparedStep> {
         let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
+        let splits = ops::attn_splits(flat.tokens.len(), self.shape, flat.max_context, self.dev.sm_count as usize);
+        self.prepare_flat(flat, num_layers, splits)
+    }
+
+    /// [`CudaBackend::prepare_step`] of a flattened plan with a chosen split count.
+    fn prepare_flat(&mut self, flat: FlatPlan, num_layers: usize, splits: usize) -> Result<PreparedStep> {
         let (t, r) = (flat.tokens.len(), flat.logit_rows.len());
         self.dev.ctx.bind_to_thread().map_err(device::drv)?;
-        let splits = ops::attn_splits(t, self.shape, flat.max_context, self.dev.sm_count as usize);
         if t > 0 {
             self.workspace(t, r, splits)?;
         }
@@ -382,10 +404,14 @@ impl CudaBackend {
     /// # Errors
     /// Copy failures.
     pub fn read_logits(&self, st: &PreparedStep) -> Result<Vec<f32>> {
+        self.read_logit_rows(st.logit_rows)
+    }
+
+    fn read_logit_rows(&self, rows: usize) -> Result<Vec<f32>> {
         let mut data = Vec::new();
-        if st.logit_rows > 0 {
+        if rows > 0 {
             let ws = self.ws.as_ref().ok_or_else(|| EngineError::Backend("read_logits: no step ran".into()))?;
-            data = self.dev.download(&ws.logits, st.logit_rows * self.config.vocab_size)?;
+            data = self.dev.download(&ws.logits, rows * self.config.vocab_size)?;
         }
         self.dev.sync()?;
         Ok(data)
@@ -398,17 +424,46 @@ impl CudaBackend {
     /// # Errors
     /// Launch or copy failures.
     pub fn read_argmax(&mut self, st: &PreparedStep) -> Result<Vec<u32>> {
+        self.read_argmax_rows(st.logit_rows)
+    }
+
+    fn read_argmax_rows(&mut self, rows: usize) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
-        if st.logit_rows > 0 {
+        if rows > 0 {
             let vocab = self.config.vocab_size;
             let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("read_argmax: no step ran".into()))?;
             let g = &mut ws.greedy;
             let rp = sampling::RowParams { temperature: &g.temperature, top_k: &g.top_k, top_p: &g.top_p, seed: &g.seed };
-            sampling::sample(&self.dev, &ws.logits, &rp, &mut g.ids, st.logit_rows, vocab, 0)?;
-            ids = self.dev.download(&g.ids, st.logit_rows)?;
+            sampling::sample(&self.dev, &ws.logits, &rp, &mut g.ids, rows, vocab, 0)?;
+            ids = self.dev.download(&g.ids, rows)?;
         }
         self.dev.sync()?;
         Ok(ids)
+    }
+
+    /// Replays decode steps (every sequence one token, as a chain, wanting its logits row)
+    /// from CUDA graphs captured per shape instead of launching their kernels one by one
+    /// ([`graphs`]). Off by default; other steps always run the ordinary way.
+    pub fn set_decode_graphs(&mut self, on: bool) {
+        self.graphs = on.then(graphs::DecodeGraphs::default);
+    }
+
+    /// Decode steps replayed and graphs captured so far: `(replays, captures)`.
+    pub fn decode_graph_counts(&self) -> (u64, u64) {
+        self.graphs.as_ref().map_or((0, 0), |g| (g.replays, g.captures))
+    }
+
+    /// Runs `plan` on the device (from a decode graph where one applies); the logits rows are
+    /// then in the workspace.
+    fn execute(&mut self, plan: &StepPlan, num_layers: usize) -> Result<graphs::RanStep> {
+        // A drafter runs on the decode lane's own thread: make this context current there.
+        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
+        if let Some(ran) = self.run_decode_graph(plan, num_layers)? {
+            return Ok(ran);
+        }
+        let step = self.prepare_step(plan, num_layers)?;
+        self.launch_step(&step)?;
+        Ok(graphs::RanStep { rows: step.logit_rows, row_start: step.row_start.clone(), step: Some(step) })
     }
 
     /// Captures [`CudaBackend::launch_step`] of `st` as a CUDA graph (run the step once
@@ -464,27 +519,17 @@ impl Backend for CudaBackend {
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {
-        // A drafter runs on the decode lane's own thread: make this context current there.
-        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
-        let step = self.prepare_step(plan, num_layers)?;
-        let vocab = self.config.vocab_size;
-        if step.tokens == 0 {
-            return Ok(Logits { vocab, data: Vec::new(), row_start: step.row_start });
-        }
-        self.launch_step(&step)?;
-        let data = self.read_logits(&step)?;
-        Ok(Logits { vocab, data, row_start: step.row_start })
+        let ran = self.execute(plan, num_layers)?;
+        let data = self.read_logit_rows(ran.rows)?;
+        drop(ran.step); // after the synchronising read: the kernels are done with its inputs
+        Ok(Logits { vocab: self.config.vocab_size, data, row_start: ran.row_start })
     }
 
     fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Argmax> {
-        self.dev.ctx.bind_to_thread().map_err(device::drv)?;
-        let step = self.prepare_step(plan, num_layers)?;
-        if step.tokens == 0 {
-            return Ok(Argmax { ids: Vec::new(), row_start: step.row_start });
-        }
-        self.launch_step(&step)?;
-        let ids = self.read_argmax(&step)?;
-        Ok(Argmax { ids, row_start: step.row_start })
+        let ran = self.execute(plan, num_layers)?;
+        let ids = self.read_argmax_rows(ran.rows)?;
+        drop(ran.step);
+        Ok(Argmax { ids, row_start: ran.row_start })
     }
 
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {

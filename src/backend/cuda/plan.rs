@@ -100,6 +100,37 @@ impl FlatPlan {
         Ok(f)
     }
 
+    /// Whether this is a decode step: every sequence feeds one token as a chain and wants its
+    /// logits row. Such steps differ only in data the kernels read from buffers, so one CUDA
+    /// graph per shape replays them all (`graphs.rs`).
+    pub fn is_decode(&self) -> bool {
+        let seqs = self.seq_start_pos.len();
+        seqs > 0
+            && self.tokens.len() == seqs
+            && self.seq_is_tree.iter().all(|&t| t == 0)
+            && self.logit_rows.iter().copied().eq(0..seqs as u32)
+    }
+
+    /// Pads every block table to `stride` columns (with block 0, never read). Steps whose
+    /// longest table differs then share buffer shapes; `stride < max_blocks` is refused.
+    ///
+    /// # Errors
+    /// `stride` is smaller than the longest table.
+    pub fn pad_tables(&mut self, stride: usize) -> Result<()> {
+        if stride < self.max_blocks {
+            return Err(EngineError::Backend(format!("pad_tables: stride {stride} < {} blocks", self.max_blocks)));
+        }
+        let old = self.max_blocks;
+        let mut padded = Vec::with_capacity(self.seq_start_pos.len() * stride);
+        for row in self.block_tables.chunks_exact(old) {
+            padded.extend_from_slice(row);
+            padded.extend(std::iter::repeat_n(0, stride - old));
+        }
+        self.block_tables = padded;
+        self.max_blocks = stride;
+        Ok(())
+    }
+
     /// The cache positions flattened token `t` attends to, in the order the attention kernel
     /// visits them: the committed prefix, then (chain) new tokens `0..=i` or (tree) the
     /// ancestors of `i`, itself first.
@@ -120,6 +151,12 @@ impl FlatPlan {
         }
         v
     }
+}
+
+/// Block-table stride of a decode graph: the next power of two from 8, so a graph is recaptured
+/// only when the longest sequence crosses one of a handful of lengths.
+pub fn graph_stride(max_blocks: usize) -> usize {
+    max_blocks.next_power_of_two().max(8)
 }
 
 #[cfg(test)]
@@ -191,5 +228,37 @@ mod tests {
         assert!(FlatPlan::build(&p, 8, 8, 100).is_err(), "parent not before child");
         let p = mixed_plan();
         assert!(matches!(FlatPlan::build(&p, 8, 8, 10), Err(EngineError::OutOfVocab { .. })));
+    }
+
+    #[test]
+    fn decode_steps_are_recognised_and_their_tables_pad_to_a_stride() {
+        let decode = StepPlan {
+            seqs: vec![
+                seq(vec![5], 17, vec![3, 0, 7], None, LogitsWanted::Last),
+                seq(vec![9], 4, vec![1], None, LogitsWanted::Last),
+            ],
+        };
+        let mut f = FlatPlan::build(&decode, 8, 8, 32).unwrap();
+        assert!(f.is_decode());
+        assert_eq!((f.max_blocks, f.block_tables.clone()), (3, vec![3, 0, 7, 1, 0, 0]));
+        assert!(f.pad_tables(2).is_err(), "a stride below the longest table");
+        f.pad_tables(graph_stride(f.max_blocks)).unwrap();
+        assert_eq!(f.max_blocks, 8);
+        assert_eq!(f.block_tables, vec![3, 0, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        // Padding changes no slot and no visible position.
+        assert_eq!(f, {
+            let mut g = FlatPlan::build(&decode, 8, 8, 32).unwrap();
+            g.pad_tables(8).unwrap();
+            g
+        });
+        assert_eq!(f.visible_positions(1), (0..5).collect::<Vec<u32>>());
+        // Not decode: several tokens, a tree, a missing row, no sequences.
+        assert!(!FlatPlan::build(&mixed_plan(), 8, 8, 32).unwrap().is_decode());
+        let no_row = StepPlan { seqs: vec![seq(vec![5], 3, vec![1], None, LogitsWanted::None)] };
+        assert!(!FlatPlan::build(&no_row, 8, 8, 32).unwrap().is_decode());
+        let tree = StepPlan { seqs: vec![seq(vec![5], 3, vec![1], Some(vec![-1]), LogitsWanted::Last)] };
+        assert!(!FlatPlan::build(&tree, 8, 8, 32).unwrap().is_decode());
+        assert!(!FlatPlan::build(&StepPlan::default(), 8, 8, 32).unwrap().is_decode());
+        assert_eq!((graph_stride(1), graph_stride(8), graph_stride(9), graph_stride(100)), (8, 8, 16, 128));
     }
 }
