@@ -64,6 +64,25 @@ fn main() {
             .collect();
         host.sort_by(f64::total_cmp);
         let host = host[host.len() / 2];
+        // The runtime's greedy path (`forward_argmax`), without and with decode graphs.
+        let greedy = |be: &mut CudaBackend| {
+            for _ in 0..3 {
+                be.forward_argmax(&plan, layers).expect("forward_argmax");
+            }
+            let mut t: Vec<f64> = (0..40)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    be.forward_argmax(&plan, layers).expect("forward_argmax");
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        };
+        let argmax = greedy(&mut be);
+        be.set_decode_graphs(true);
+        let argmax_graph = greedy(&mut be);
+        be.set_decode_graphs(false);
         // Stream path and graph path on one prepared step.
         let step = be.prepare_step(&plan, layers).expect("prepare");
         be.launch_step(&step).expect("launch");
@@ -78,10 +97,17 @@ fn main() {
             }
         };
         let dev = be.device();
-        for (how, secs) in [("host", Some(host)), ("stream", Some(stream)), ("graph", graph)] {
+        let rows = [
+            ("host", Some(host)),
+            ("argmax", Some(argmax)),
+            ("argmax+g", Some(argmax_graph)),
+            ("stream", Some(stream)),
+            ("graph", graph),
+        ];
+        for (how, secs) in rows {
             let Some(secs) = secs else { continue };
             println!(
-                "{} decode_step {name:<12} {how:<7} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
+                "{} decode_step {name:<12} {how:<8} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
                 dev.name,
                 secs * 1e3,
                 floor * 1e3,
