@@ -53,28 +53,18 @@ pub(super) struct DecodeGraphs {
 }
 
 impl CudaBackend {
-    /// Runs `plan` from a decode graph when it is a decode step and graphs are on. Returns the
-    /// step (its buffers stay alive until the caller has read the rows), or `None` when the
-    /// plan must run the ordinary way.
-    pub(super) fn run_decode_graph(&mut self, plan: &crate::backend::StepPlan, num_layers: usize) -> Result<Option<RanStep>> {
+    /// Runs a flattened decode step from a graph, when graphs are on. Hands `flat` back when
+    /// they are off, so the step runs the ordinary way.
+    pub(super) fn run_decode_graph(&mut self, flat: FlatPlan, num_layers: usize) -> Result<std::result::Result<RanStep, FlatPlan>> {
         let Some(mut graphs) = self.graphs.take() else {
-            return Ok(None);
+            return Ok(Err(flat));
         };
-        let ran = self.run_decode_graph_with(&mut graphs, plan, num_layers);
+        let ran = self.run_decode_graph_with(&mut graphs, flat, num_layers);
         self.graphs = Some(graphs);
-        ran
+        ran.map(Ok)
     }
 
-    fn run_decode_graph_with(
-        &mut self,
-        graphs: &mut DecodeGraphs,
-        plan: &crate::backend::StepPlan,
-        num_layers: usize,
-    ) -> Result<Option<RanStep>> {
-        let mut flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
-        if !flat.is_decode() {
-            return Ok(None);
-        }
+    fn run_decode_graph_with(&mut self, graphs: &mut DecodeGraphs, mut flat: FlatPlan, num_layers: usize) -> Result<RanStep> {
         let stride = plan::graph_stride(flat.max_blocks);
         flat.pad_tables(stride)?;
         let seqs = flat.tokens.len();
@@ -90,7 +80,7 @@ impl CudaBackend {
             e.step.refill(&self.dev, &flat)?;
             self.replay_step(&e.graph)?;
             graphs.replays += 1;
-            return Ok(Some(RanStep { rows: seqs, row_start, step: None }));
+            return Ok(RanStep { rows: seqs, row_start, step: None });
         }
         // First step of this shape: run it, then capture it for the next ones.
         let step = self.prepare_flat(flat, key.layers, splits)?;
@@ -98,7 +88,7 @@ impl CudaBackend {
         let graph = self.capture_step(&step)?;
         graphs.captures += 1;
         graphs.entries.insert(key, Entry { step, graph });
-        Ok(Some(RanStep { rows: seqs, row_start, step: None }))
+        Ok(RanStep { rows: seqs, row_start, step: None })
     }
 }
 
