@@ -245,12 +245,12 @@ mod tests {
         f.pad_tables(graph_stride(f.max_blocks)).unwrap();
         assert_eq!(f.max_blocks, 8);
         assert_eq!(f.block_tables, vec![3, 0, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
-        // Padding changes no slot and no visible position.
-        assert_eq!(f, {
-            let mut g = FlatPlan::build(&decode, 8, 8, 32).unwrap();
-            g.pad_tables(8).unwrap();
-            g
-        });
+        // Padding changes no slot, position or visible position.
+        let unpadded = FlatPlan::build(&decode, 8, 8, 32).unwrap();
+        assert_eq!((&f.slots, &f.positions), (&unpadded.slots, &unpadded.positions));
+        for t in 0..2 {
+            assert_eq!(f.visible_positions(t), unpadded.visible_positions(t));
+        }
         assert_eq!(f.visible_positions(1), (0..5).collect::<Vec<u32>>());
         // Not decode: several tokens, a tree, a missing row, no sequences.
         assert!(!FlatPlan::build(&mixed_plan(), 8, 8, 32).unwrap().is_decode());
