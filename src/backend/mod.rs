@@ -5,12 +5,15 @@
 //! One plan mixes sequences that contribute 1 token (decode), L+1 tokens (verification),
 //! a token tree (tree verification) or a prompt chunk (prefill).
 pub mod cpu;
+mod rows;
 #[cfg(all(feature = "cuda", vpd_kernels))]
 pub mod cuda;
 
 use vpd_formats::LlamaConfig;
 
 use crate::error::Result;
+
+pub use rows::{Row, StepRows};
 
 /// Which of a sequence's new positions need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use vpd_kv::BlockManager;
 use vpd_sampling::Sampler;
 
 use super::request::{FinishReason, GenerateOutput, GenerateRequest, Timings};
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan};
+use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
 use crate::error::Result;
 
 /// Prompt tokens per prefill step (Sarathi-style chunking bounds a step's memory and time).
@@ -136,19 +136,14 @@ impl<B: Backend> Engine<B> {
                 let last = *a.out.last().expect("a live sequence has sampled at least one token");
                 seqs.push(self.seq_step(a.seq, vec![last], a.cached, LogitsWanted::Last));
             }
-            let plan = StepPlan { seqs };
-            // Greedy steps need only each row's argmax, which a GPU backend takes on the device.
-            let tokens: Vec<Option<u32>> = if live.iter().all(|&i| reqs[i].sampling.is_greedy()) {
-                let layers = self.backend.config().num_hidden_layers;
-                let best = self.backend.forward_argmax(&plan, layers)?;
-                (0..live.len()).map(|s| best.seq_ids(s).last().copied()).collect()
-            } else {
-                let logits = self.backend.forward(&plan)?;
-                live.iter()
-                    .enumerate()
-                    .map(|(s, &i)| logits.last_row(s).map(|row| active[i].sampler.sample(row, &reqs[i].sampling)))
-                    .collect()
-            };
+            let greedy = live.iter().all(|&i| reqs[i].sampling.is_greedy());
+            let layers = self.backend.config().num_hidden_layers;
+            let rows = StepRows::forward(&mut self.backend, &StepPlan { seqs }, layers, greedy)?;
+            let tokens: Vec<Option<u32>> = live
+                .iter()
+                .enumerate()
+                .map(|(s, &i)| rows.last_row(s).and_then(|row| row.token(&mut active[i].sampler, &reqs[i].sampling)))
+                .collect();
             for (&i, tok) in live.iter().zip(tokens) {
                 let (a, r) = (&mut active[i], &reqs[i]);
                 a.cached += 1;

@@ -4,7 +4,6 @@ mod commit;
 mod draft_lane;
 mod drafting;
 mod memory;
-mod rows;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,8 +21,7 @@ use super::metrics::RuntimeMetrics;
 use super::service::Shared;
 use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
-use crate::backend::{Backend, LogitsWanted, StepPlan};
-use rows::StepRows;
+use crate::backend::{Backend, LogitsWanted, StepPlan, StepRows};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, Proposal};
@@ -573,11 +571,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let t0 = Instant::now();
         let backend = self.engine.backend_mut();
         let layers = backend.config().num_hidden_layers;
-        let rows = if greedy {
-            StepRows::Greedy(backend.forward_argmax(&plan, layers)?)
-        } else {
-            StepRows::Logits(backend.forward(&plan)?)
-        };
+        let rows = StepRows::forward(backend, &plan, layers, greedy)?;
         let dt = t0.elapsed().as_secs_f64();
         let now = self.now_s();
         self.target_busy.record(now, dt);

@@ -8,12 +8,12 @@
 //! rejected K/V survives in any row's tail whatever the other rows' draft lengths.
 use std::time::Instant;
 
-use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy, verify_tree_greedy_ids, Sampler, TreeOutcome};
+use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy_ids, Sampler, TreeOutcome};
 
 use super::drafter::{DraftQuery, Drafter, Proposal};
 use super::stats::{SpecStats, TraceWriter};
 use super::TreeShape;
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan};
+use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
 use crate::engine::generate::stop_reason;
 use crate::engine::{Engine, FinishReason, GenerateOutput, GenerateRequest, Timings};
 use crate::error::{EngineError, Result};
@@ -213,24 +213,22 @@ impl<B: Backend> SpecEngine<B> {
             let block_table = self.target.blocks().block_table(a.seq).map(<[u32]>::to_vec).unwrap_or_default();
             seqs.push(SeqStep { tokens, start_pos: a.cached, block_table, tree_parents, logits: LogitsWanted::All });
         }
-        let plan = StepPlan { seqs };
-        // All greedy: only each row's argmax is needed (reduced on the device on a GPU).
-        let (logits, best) = if live.iter().all(|&i| reqs[i].sampling.is_greedy()) {
-            let layers = self.target.backend().config().num_hidden_layers;
-            (None, Some(self.target.backend_mut().forward_argmax(&plan, layers)?))
-        } else {
-            (Some(self.target.backend_mut().forward(&plan)?), None)
-        };
+        let greedy = live.iter().all(|&i| reqs[i].sampling.is_greedy());
+        let layers = self.target.backend().config().num_hidden_layers;
+        let step_rows = StepRows::forward(self.target.backend_mut(), &StepPlan { seqs }, layers, greedy)?;
         let cfg = self.target.backend().config().clone();
         for (s, (&i, p)) in live.iter().zip(proposals).enumerate() {
             let (a, r) = (&mut active[i], &reqs[i]);
-            let rows: Vec<&[f32]> = logits.as_ref().map_or_else(Vec::new, |l| l.seq_rows(s).collect());
-            let outcome: TreeOutcome = if let Some(best) = &best {
-                verify_tree_greedy_ids(&p.tree, best.seq_ids(s))
-            } else if r.sampling.is_greedy() {
-                verify_tree_greedy(&p.tree, &rows)
+            let rows = step_rows.seq_rows(s);
+            let outcome: TreeOutcome = if r.sampling.is_greedy() {
+                let best: Vec<u32> = rows.iter().map(|row| row.argmax()).collect();
+                verify_tree_greedy_ids(&p.tree, &best)
             } else {
-                let probs: Vec<Vec<f32>> = rows.iter().map(|row| processed_probs(row, &r.sampling)).collect();
+                let probs: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|row| row.logits().map(|l| processed_probs(l, &r.sampling)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| EngineError::Backend("a sampling request got greedy-only rows".into()))?;
                 let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
                 let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
                 verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut a.verify)

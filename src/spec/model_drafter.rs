@@ -14,7 +14,7 @@ use vpd_sampling::{argmax, processed_probs, ChildSampling, Sampler, SamplingPara
 
 use super::drafter::{DraftQuery, Drafter, Proposal};
 use super::TreeShape;
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan};
+use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
 use crate::error::{EngineError, Result};
 
 pub struct ModelDrafter<B: Backend> {
@@ -155,21 +155,14 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                 fed[i] += tokens.len();
                 who.push(i);
             }
-            let plan = StepPlan { seqs };
-            let no_row = || EngineError::Backend("draft step returned no logits".into());
-            if greedy {
-                // Only the argmax is needed: the backend reduces the rows where they are.
-                let best = self.backend.forward_argmax(&plan, self.layers)?;
-                for (s, &i) in who.iter().enumerate() {
-                    drafts[i].push(*best.seq_ids(s).last().ok_or_else(no_row)?);
-                    qs[i].push(None);
-                }
-                continue;
-            }
-            let logits = self.backend.forward_layers(&plan, self.layers)?;
+            // All greedy: only the argmax is needed (the backend reduces the rows where they are).
+            let rows = StepRows::forward(&mut self.backend, &StepPlan { seqs }, self.layers, greedy)?;
             for (s, &i) in who.iter().enumerate() {
-                let row = logits.last_row(s).ok_or_else(no_row)?;
-                let (tok, q) = draw(row, queries[i].sampling, &mut samplers[i]);
+                let row = rows.last_row(s).ok_or_else(|| EngineError::Backend("draft step returned no logits".into()))?;
+                let (tok, q) = match row.logits() {
+                    Some(l) => draw(l, queries[i].sampling, &mut samplers[i]),
+                    None => (row.argmax(), None),
+                };
                 drafts[i].push(tok);
                 qs[i].push(q);
             }

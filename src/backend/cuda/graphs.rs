@@ -53,18 +53,9 @@ pub(super) struct DecodeGraphs {
 }
 
 impl CudaBackend {
-    /// Runs a flattened decode step from a graph, when graphs are on. Hands `flat` back when
-    /// they are off, so the step runs the ordinary way.
-    pub(super) fn run_decode_graph(&mut self, flat: FlatPlan, num_layers: usize) -> Result<std::result::Result<RanStep, FlatPlan>> {
-        let Some(mut graphs) = self.graphs.take() else {
-            return Ok(Err(flat));
-        };
-        let ran = self.run_decode_graph_with(&mut graphs, flat, num_layers);
-        self.graphs = Some(graphs);
-        ran.map(Ok)
-    }
-
-    fn run_decode_graph_with(&mut self, graphs: &mut DecodeGraphs, mut flat: FlatPlan, num_layers: usize) -> Result<RanStep> {
+    /// Runs a flattened decode step from its graph in `graphs`, capturing the graph on the
+    /// shape's first step.
+    pub(super) fn run_decode_graph(&mut self, graphs: &mut DecodeGraphs, mut flat: FlatPlan, num_layers: usize) -> Result<RanStep> {
         let stride = plan::graph_stride(flat.max_blocks);
         flat.pad_tables(stride)?;
         let seqs = flat.tokens.len();

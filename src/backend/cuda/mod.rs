@@ -458,12 +458,13 @@ impl CudaBackend {
     fn execute(&mut self, plan: &StepPlan, num_layers: usize) -> Result<graphs::RanStep> {
         // A drafter runs on the decode lane's own thread: make this context current there.
         self.dev.ctx.bind_to_thread().map_err(device::drv)?;
-        let mut flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
+        let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
         if flat.is_decode() {
-            flat = match self.run_decode_graph(flat, num_layers)? {
-                Ok(ran) => return Ok(ran),
-                Err(flat) => flat,
-            };
+            if let Some(mut graphs) = self.graphs.take() {
+                let ran = self.run_decode_graph(&mut graphs, flat, num_layers);
+                self.graphs = Some(graphs);
+                return ran;
+            }
         }
         let splits = ops::attn_splits(flat.tokens.len(), self.shape, flat.max_context, self.dev.sm_count as usize);
         let step = self.prepare_flat(flat, num_layers, splits)?;

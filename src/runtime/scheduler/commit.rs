@@ -4,12 +4,12 @@
 use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy_ids};
 use vpd_sched::RequestState;
 
-use super::rows::Row;
 use super::{internal, Runtime};
-use crate::backend::Backend;
+use crate::backend::{Backend, Row};
 use crate::engine::generate::stop_reason;
 use crate::error::Result;
 use crate::runtime::events::Event;
+use crate::runtime::state::Req;
 use crate::spec::Proposal;
 
 impl<B: Backend> Runtime<'_, '_, B> {
@@ -169,5 +169,29 @@ impl<B: Backend> Runtime<'_, '_, B> {
         self.decode_q
             .try_push(id)
             .map_err(|_| internal("decode queue full"))
+    }
+}
+
+impl Req {
+    /// Request `self`'s next token from `row` (its own sampler and parameters), with its
+    /// logprob noted where it asked for them.
+    pub(super) fn next_token(&mut self, row: Row<'_>) -> Result<u32> {
+        let tok = row
+            .token(&mut self.verify, &self.req.sampling)
+            .ok_or_else(|| internal("a sampling request got a greedy-only row"))?;
+        self.note_row_logprob(row, tok)?;
+        Ok(tok)
+    }
+
+    /// Notes the logprob of `token` under `row`, if the request asked for logprobs.
+    pub(super) fn note_row_logprob(&mut self, row: Row<'_>, token: u32) -> Result<()> {
+        if self.logprobs.is_none() {
+            return Ok(());
+        }
+        let logits = row
+            .logits()
+            .ok_or_else(|| internal("a request that wants logprobs got a greedy-only row"))?;
+        self.note_logprob(logits, token);
+        Ok(())
     }
 }
