@@ -45,6 +45,7 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header("csrc/include/vpd_params.h")
         .allowlist_type(".*Params")
+        .allowlist_var("GEMV_.*")
         .layout_tests(true)
         .generate()
         .expect("bindgen failed on csrc/include/vpd_params.h (is libclang-dev installed? `make test` installs it)");

@@ -147,19 +147,10 @@ extern "C" __global__ void attn_combine_kernel(PagedAttnParams p) {
 #define GQA_WARPS 4
 #define GQA_UNROLL 4
 
-static __device__ __forceinline__ void bf16x8_to_f32(const uint4 v, float f[8]) {
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-
-template <int G>
+template <int G, int DT>
 static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) {
     const uint32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-    const uint32_t D = p.head_dim, kvd = p.n_kv_heads * D;
+    const uint32_t D = DT ? DT : p.head_dim, kvd = p.n_kv_heads * D;
     const uint32_t lpp = D / 8;                        // lanes per position: 1, 2, 4, ..., 32
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const uint32_t sub = lane & (lpp - 1);             // this lane's 8 head elements
@@ -230,6 +221,7 @@ static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) 
                 float d = 0.f;
 #pragma unroll
                 for (int e = 0; e < 8; ++e) d += qv[g][e] * kf[e];
+#pragma unroll
                 for (uint32_t o = lpp >> 1; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
                 sc[u][g] = d;
             }
@@ -259,6 +251,7 @@ static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) 
         }
     }
     // Merge the lane groups of each warp (lanes sub, sub + lpp, ... hold the same elements).
+#pragma unroll
     for (uint32_t o = lpp; o < 32; o <<= 1) {
 #pragma unroll
         for (int g = 0; g < G; ++g) {
@@ -314,15 +307,21 @@ static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) 
     }
 }
 
-#define GQA_KERNEL(G)                                                                              \
-    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32) paged_attn_gqa##G##_kernel(PagedAttnParams p) { \
-        paged_attn_gqa<G>(p);                                                                      \
+// Head size known at compile time (DT = D: the index math folds and the shuffle loops unroll;
+// Llama 3's 128 and SmolLM2's 64) or read from the parameters (DT = 0: any D the host allows).
+#define GQA_KERNEL(G, DT, NAME)                                                                    \
+    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32) NAME(PagedAttnParams p) {         \
+        paged_attn_gqa<G, DT>(p);                                                                  \
     }
-GQA_KERNEL(1)
-GQA_KERNEL(2)
-GQA_KERNEL(3)
-GQA_KERNEL(4)
-GQA_KERNEL(5)
-GQA_KERNEL(6)
-GQA_KERNEL(7)
-GQA_KERNEL(8)
+#define GQA_KERNELS(G)                                                                             \
+    GQA_KERNEL(G, 0, paged_attn_gqa##G##_kernel)                                                   \
+    GQA_KERNEL(G, 64, paged_attn_gqa##G##_d64_kernel)                                              \
+    GQA_KERNEL(G, 128, paged_attn_gqa##G##_d128_kernel)
+GQA_KERNELS(1)
+GQA_KERNELS(2)
+GQA_KERNELS(3)
+GQA_KERNELS(4)
+GQA_KERNELS(5)
+GQA_KERNELS(6)
+GQA_KERNELS(7)
+GQA_KERNELS(8)

@@ -12,6 +12,9 @@ extern "C" __global__ void rms_norm_kernel(RmsNormParams p) {
     float *res = p.residual + static_cast<size_t>(src) * p.dim;
     const float *x = p.x ? p.x + static_cast<size_t>(row) * p.dim : nullptr;
     float ss = 0.f;
+    // Unrolled so that several loads are in flight: with one row per block (a decode step's
+    // final norm) the loop is a chain of memory latencies otherwise.
+#pragma unroll 4
     for (uint32_t i = threadIdx.x; i < p.dim; i += blockDim.x) {
         float v = res[i];
         if (x) {
@@ -22,6 +25,7 @@ extern "C" __global__ void rms_norm_kernel(RmsNormParams p) {
     }
     const float inv = rsqrtf(block_sum(ss) / p.dim + p.eps);
     uint16_t *out = p.out + static_cast<size_t>(row) * p.dim;
+#pragma unroll 4
     for (uint32_t i = threadIdx.x; i < p.dim; i += blockDim.x) {
         out[i] = f32_to_bf16(bf16_to_f32(p.weight[i]) * (res[i] * inv));
     }

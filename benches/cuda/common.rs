@@ -76,3 +76,18 @@ pub fn rand_bf16(n: usize, seed: u64) -> Vec<u16> {
 pub fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
     rand_bf16(n, seed).into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect()
 }
+
+/// Runs `f` once inside a profiler range when `VPD_PROFILE` names `case` (for
+/// `ncu --profile-from-start off`, which then profiles only the kernels `f` launches).
+pub fn profile_once(dev: &Device, case: &str, mut f: impl FnMut()) {
+    if std::env::var("VPD_PROFILE").ok().as_deref() != Some(case) {
+        return;
+    }
+    dev.stream.synchronize().expect("sync");
+    // SAFETY: plain driver calls on the current context, no pointers passed.
+    unsafe { cudarc::driver::sys::cuProfilerStart() };
+    f();
+    dev.stream.synchronize().expect("sync");
+    // SAFETY: as above.
+    unsafe { cudarc::driver::sys::cuProfilerStop() };
+}

@@ -5,7 +5,12 @@
 //! - `host`: `Backend::forward` as the engine calls it (plan upload, kernels, logits download,
 //!   host wall clock, median of single steps);
 //! - `stream`: the step's kernels launched back to back on the stream (device events);
-//! - `graph`: the same kernels captured once as a CUDA graph and replayed (device events).
+//! - `graph`: the same kernels captured once as a CUDA graph and replayed (device events);
+//! - `graph-blas`: that graph with the layers on cuBLAS and separate RMSNorm, RoPE and SwiGLU
+//!   kernels instead of the fused GEMV kernels (`CudaBackend::set_gemv(false)`).
+//!
+//! `host`, `argmax`, `argmax+g` (the runtime's greedy path with decode graphs), `stream` and
+//! `graph` run the fused GEMV path, the default.
 //!
 //! The K/V context is 128 positions, so the cache adds 0.4% (8B) to the bytes.
 #[path = "common.rs"]
@@ -88,6 +93,15 @@ fn main() {
         be.launch_step(&step).expect("launch");
         be.read_logits(&step).expect("sync");
         let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+        if std::env::var("VPD_PROFILE").ok().as_deref() == Some(name) {
+            stream_h.synchronize().expect("sync");
+            // SAFETY: plain driver calls on the current context (ncu --profile-from-start off).
+            unsafe { cudarc::driver::sys::cuProfilerStart() };
+            be.launch_step(&step).expect("launch");
+            stream_h.synchronize().expect("sync");
+            // SAFETY: as above.
+            unsafe { cudarc::driver::sys::cuProfilerStop() };
+        }
         let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
         let graph = match be.capture_step(&step) {
             Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
@@ -96,6 +110,16 @@ fn main() {
                 None
             }
         };
+        // The same graph with decode layers on cuBLAS and the separate kernels (no fused GEMV).
+        be.set_gemv(false);
+        let graph_blas = match be.capture_step(&step) {
+            Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
+            Err(e) => {
+                println!("decode_step {name}: graph capture (cuBLAS path) failed: {e}");
+                None
+            }
+        };
+        be.set_gemv(true);
         let dev = be.device();
         let rows = [
             ("host", Some(host)),
@@ -103,11 +127,12 @@ fn main() {
             ("argmax+g", Some(argmax_graph)),
             ("stream", Some(stream)),
             ("graph", graph),
+            ("graph-blas", graph_blas),
         ];
         for (how, secs) in rows {
             let Some(secs) = secs else { continue };
             println!(
-                "{} decode_step {name:<12} {how:<8} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
+                "{} decode_step {name:<12} {how:<10} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
                 dev.name,
                 secs * 1e3,
                 floor * 1e3,

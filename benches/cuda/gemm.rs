@@ -1,12 +1,15 @@
 //! cuBLAS bf16 GEMM (f32 out) at Llama-3-8B projection shapes: batch-1 decode is a
 //! bandwidth-bound matrix-vector product (GB/s of weights); the 4096-token case is compute
-//! bound and is reported in TFLOP/s as well.
+//! bound and is reported in TFLOP/s as well. Beside each decode-sized case, the fused GEMV
+//! kernel (`csrc/gemv.cu`, plain bf16 input and f32 output) on the same shapes, plus the 8B LM
+//! head and the 1B projections.
 #[path = "common.rs"]
 mod common;
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use verify_pd::backend::cuda::gemv::{gemv, GemvIn, GemvOut};
 use verify_pd::backend::cuda::ops;
 
 fn config() -> Criterion {
@@ -29,6 +32,21 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(bytes as u64));
         g.bench_function(format!("gemm/T={t}/{din}x{dout}"), |b| b.iter_custom(|n| common::time(&dev, n, &mut run)));
         g.finish();
+    }
+    let shapes = [(4096usize, 6144usize), (4096, 4096), (4096, 28672), (14336, 4096), (4096, 128256), (2048, 3072), (2048, 16384), (8192, 2048)];
+    for &t in &[1usize, 4] {
+        for &(din, dout) in &shapes {
+            let x = dev.upload(&common::rand_bf16(t * din, 1)).unwrap();
+            let w = dev.upload(&common::rand_bf16(din * dout, 2)).unwrap();
+            let mut y = dev.alloc::<f32>(t * dout).unwrap();
+            let bytes = (din * dout * 2 + t * din * 2 + t * dout * 4) as f64;
+            let mut run = || gemv(&dev, GemvIn::Bf16(&x), &w, GemvOut::F32 { y: &mut y, beta: 0.0 }, t, din, dout).unwrap();
+            let s = common::median_secs(&dev, 15, &mut run);
+            common::report(&dev, "gemv", &format!("T={t} {din}->{dout}"), s, bytes, ceiling);
+            let mut run = || ops::gemm(&dev, &x, &w, 0, &mut y, t, din, dout, 0.0).unwrap();
+            let s = common::median_secs(&dev, 15, &mut run);
+            common::report(&dev, "gemm", &format!("T={t} {din}->{dout}"), s, bytes, ceiling);
+        }
     }
 }
 

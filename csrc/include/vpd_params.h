@@ -170,4 +170,43 @@ typedef struct TreeVerifyParams {
     uint32_t without_replacement;
 } TreeVerifyParams;
 
+/* Matrix-vector products for decode-sized steps, T <= GEMV_MAX_T tokens (gemv.cu):
+ *   acc[t, n] = sum_k in[t, k] * w[n, k]     (w [N, K] bf16 row-major, K % 8 == 0, f32 sums)
+ * in = x (bf16), or, when x == NULL, the RMSNorm of the f32 residual fused in:
+ *   in[t, k] = bf16(norm_w[k] * r[t, k] / rms(r[t])), exactly as rms_norm_kernel writes it.
+ * Warp w computes the row pair r0 = (w / half) * 2 * half + w % half and r1 = r0 + half, and
+ * the epilogue (mode) writes it:
+ *   GEMV_OUT_F32      y[t, n] = acc + beta * y[t, n]  (half 1; beta 1 is the residual add)
+ *   GEMV_OUT_SWIGLU   act[t, i] = bf16(silu(acc[t, i]) * acc[t, F + i]), half = F = N / 2
+ *   GEMV_OUT_ROPE_KV  half = D / 2 over the fused q|k|v rows: q and k pairs rotated as
+ *                     rope_kv_kernel does and written to y, v written as is; k and v also to
+ *                     their cache slot as bf16 (the fused QKV projection, RoPE and cache write). */
+#define GEMV_MAX_T 4
+#define GEMV_OUT_F32 0
+#define GEMV_OUT_SWIGLU 1
+#define GEMV_OUT_ROPE_KV 2
+typedef struct GemvParams {
+    const uint16_t *w;          /* [N, K] bf16 */
+    const uint16_t *x;          /* [T, K] bf16, or NULL: the input is the normed residual */
+    const float *residual;      /* [T, K] f32 (x == NULL) */
+    const uint16_t *norm_w;     /* [K] bf16 (x == NULL) */
+    float *y;                   /* [T, N] f32 (F32, ROPE_KV) */
+    uint16_t *act;              /* [T, N / 2] bf16 (SWIGLU) */
+    const int32_t *positions;   /* [T] RoPE positions (ROPE_KV) */
+    const uint32_t *slots;      /* [T] cache slots (ROPE_KV) */
+    const float *inv_freq;      /* [D / 2] (ROPE_KV) */
+    uint16_t *k_cache;          /* [SLOTS, KVD] bf16, this layer (ROPE_KV) */
+    uint16_t *v_cache;          /* [SLOTS, KVD] bf16, this layer (ROPE_KV) */
+    uint32_t tokens;
+    uint32_t n;
+    uint32_t k;
+    uint32_t mode;
+    uint32_t half;
+    uint32_t n_heads;           /* ROPE_KV: N = (n_heads + 2 * n_kv_heads) * head_dim */
+    uint32_t n_kv_heads;
+    uint32_t head_dim;
+    float beta;
+    float eps;
+} GemvParams;
+
 #endif

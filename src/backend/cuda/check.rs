@@ -21,8 +21,8 @@ use crate::engine::{Engine, GenerateRequest};
 use crate::error::Result;
 use crate::model::{LayerWeights, LlamaWeights, Model};
 
-const TOL_F32: f64 = 1e-5;
-const TOL_BF16: f64 = 1e-2;
+pub(crate) const TOL_F32: f64 = 1e-5;
+pub(crate) const TOL_BF16: f64 = 1e-2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckRow {
@@ -59,20 +59,20 @@ pub fn norm_err(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+pub(crate) fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
 }
 
 /// Values exactly representable in bf16, so both sides start from the same inputs.
-fn round_bf16(x: &[f32]) -> Vec<f32> {
+pub(crate) fn round_bf16(x: &[f32]) -> Vec<f32> {
     from_bf16(&to_bf16(x))
 }
 
-fn nan_f32(dev: &Device, n: usize) -> Result<cudarc::driver::CudaSlice<f32>> {
+pub(crate) fn nan_f32(dev: &Device, n: usize) -> Result<cudarc::driver::CudaSlice<f32>> {
     dev.upload(&vec![f32::NAN; n])
 }
 
-fn nan_bf16(dev: &Device, n: usize) -> Result<cudarc::driver::CudaSlice<u16>> {
+pub(crate) fn nan_bf16(dev: &Device, n: usize) -> Result<cudarc::driver::CudaSlice<u16>> {
     dev.upload(&vec![0x7fc0u16; n])
 }
 
@@ -172,6 +172,7 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         let got = dev.download(&dy, t * dout)?;
         rows.push(CheckRow::new("gemm", format!("T={t} {din}->{dout} beta={beta}"), norm_err(&got, &want), 1e-4));
     }
+    rows.extend(super::gemv_check::gemv_checks(dev, seed)?);
     rows.extend(rope_checks(dev, &mut rng)?);
     rows.extend(attention_checks(dev, &mut rng)?);
     rows.extend(kv_copy_checks(dev, &mut rng)?);

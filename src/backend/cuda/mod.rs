@@ -16,6 +16,8 @@
 //! in the engine, and the engine calling the sampling and verification kernels.
 pub mod check;
 pub mod device;
+pub mod gemv;
+pub mod gemv_check;
 mod graphs;
 pub mod lanes;
 pub mod ops;
@@ -31,6 +33,7 @@ use cudarc::driver::CudaSlice;
 use vpd_formats::LlamaConfig;
 
 pub use self::device::{driver_present, Device};
+use self::gemv::{GemvIn, GemvOut};
 use self::ops::{AttnMeta, HeadShape, KvCache};
 use self::plan::FlatPlan;
 use super::{Argmax, Backend, Logits, StepPlan};
@@ -99,6 +102,8 @@ pub struct CudaBackend {
     ws_generation: u64,
     /// Decode steps replayed from CUDA graphs ([`CudaBackend::set_decode_graphs`]); `None`: off.
     graphs: Option<graphs::DecodeGraphs>,
+    /// Decode-sized steps through the fused GEMV kernels (default) rather than cuBLAS.
+    gemv: bool,
     /// The lane it runs on ([`lanes`]); last, so that the lanes outlive every buffer above.
     lanes: lanes::Bound,
 }
@@ -256,6 +261,7 @@ impl CudaBackend {
             ws,
             ws_generation: 0,
             graphs: None,
+            gemv: true,
             lanes,
         })
     }
@@ -369,10 +375,27 @@ impl CudaBackend {
         let d = &self.dev;
         let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
         ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
+        // Decode-sized steps take the fused GEMV path (five launches a layer, gemv.rs); larger
+        // ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
+        let fused = self.gemv && gemv::gemv_fits(t, h) && gemv::gemv_fits(t, s.q_dim()) && gemv::gemv_fits(t, ff);
         for (l, lw) in self.layers.iter().enumerate().take(st.num_layers) {
-            ops::rms_norm(d, None, &mut ws.x, &lw.attn_norm, &mut ws.hn, None, t, h, eps)?;
-            ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
-            ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &self.inv_freq, &mut self.cache, l, s, t)?;
+            if fused {
+                let rope = GemvOut::RopeKv {
+                    y: &mut ws.qkv,
+                    positions: &st.positions,
+                    slots: &st.slots,
+                    inv_freq: &self.inv_freq,
+                    cache: &mut self.cache,
+                    layer: l,
+                    shape: s,
+                };
+                let norm = GemvIn::Norm { residual: &ws.x, weight: &lw.attn_norm, eps };
+                gemv::gemv(d, norm, &lw.wqkv, rope, t, h, s.qkv_dim())?;
+            } else {
+                ops::rms_norm(d, None, &mut ws.x, &lw.attn_norm, &mut ws.hn, None, t, h, eps)?;
+                ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
+                ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &self.inv_freq, &mut self.cache, l, s, t)?;
+            }
             ops::paged_attn(
                 d,
                 &ws.qkv,
@@ -385,16 +408,30 @@ impl CudaBackend {
                 &mut ws.partial,
                 splits,
             )?;
-            ops::gemm(d, &ws.attn, &lw.wo, 0, &mut ws.x, t, s.q_dim(), h, 1.0)?;
-            ops::rms_norm(d, None, &mut ws.x, &lw.ffn_norm, &mut ws.hn, None, t, h, eps)?;
-            ops::gemm(d, &ws.hn, &lw.w_gate_up, 0, &mut ws.gate_up, t, h, 2 * ff, 0.0)?;
-            ops::swiglu(d, &ws.gate_up, &mut ws.act, t, ff)?;
-            ops::gemm(d, &ws.act, &lw.w_down, 0, &mut ws.x, t, ff, h, 1.0)?;
+            if fused {
+                let residual = GemvOut::F32 { y: &mut ws.x, beta: 1.0 };
+                gemv::gemv(d, GemvIn::Bf16(&ws.attn), &lw.wo, residual, t, s.q_dim(), h)?;
+                let norm = GemvIn::Norm { residual: &ws.x, weight: &lw.ffn_norm, eps };
+                gemv::gemv(d, norm, &lw.w_gate_up, GemvOut::Swiglu { act: &mut ws.act }, t, h, 2 * ff)?;
+                let residual = GemvOut::F32 { y: &mut ws.x, beta: 1.0 };
+                gemv::gemv(d, GemvIn::Bf16(&ws.act), &lw.w_down, residual, t, ff, h)?;
+            } else {
+                ops::gemm(d, &ws.attn, &lw.wo, 0, &mut ws.x, t, s.q_dim(), h, 1.0)?;
+                ops::rms_norm(d, None, &mut ws.x, &lw.ffn_norm, &mut ws.hn, None, t, h, eps)?;
+                ops::gemm(d, &ws.hn, &lw.w_gate_up, 0, &mut ws.gate_up, t, h, 2 * ff, 0.0)?;
+                ops::swiglu(d, &ws.gate_up, &mut ws.act, t, ff)?;
+                ops::gemm(d, &ws.act, &lw.w_down, 0, &mut ws.x, t, ff, h, 1.0)?;
+            }
         }
         if r > 0 {
             ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
             let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-            ops::gemm(d, &ws.normed, head, 0, &mut ws.logits, r, h, vocab, 0.0)?;
+            if self.gemv && gemv::gemv_fits(r, h) {
+                let logits = GemvOut::F32 { y: &mut ws.logits, beta: 0.0 };
+                gemv::gemv(d, GemvIn::Bf16(&ws.normed), head, logits, r, h, vocab)?;
+            } else {
+                ops::gemm(d, &ws.normed, head, 0, &mut ws.logits, r, h, vocab, 0.0)?;
+            }
         }
         Ok(())
     }
@@ -446,6 +483,16 @@ impl CudaBackend {
     /// ([`graphs`]). Off by default; other steps always run the ordinary way.
     pub fn set_decode_graphs(&mut self, on: bool) {
         self.graphs = on.then(graphs::DecodeGraphs::default);
+    }
+
+    /// Runs decode-sized steps (at most [`gemv::GEMV_MAX_T`] tokens) through the fused GEMV
+    /// kernels (`true`, the default) or through cuBLAS and the separate kernels, for side-by-side
+    /// checks and benches. Drops captured decode graphs, which hold the other path.
+    pub fn set_gemv(&mut self, on: bool) {
+        self.gemv = on;
+        if let Some(g) = self.graphs.as_mut() {
+            *g = graphs::DecodeGraphs::default();
+        }
     }
 
     /// Decode steps replayed and graphs captured so far: `(replays, captures)`.

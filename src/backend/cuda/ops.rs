@@ -203,7 +203,7 @@ impl KvCache {
         self.slots() * self.kv_dim
     }
     /// Device addresses of layer `l`'s K and V planes.
-    fn layer_ptrs(&mut self, dev: &Device, l: usize) -> (u64, u64) {
+    pub(crate) fn layer_ptrs(&mut self, dev: &Device, l: usize) -> (u64, u64) {
         assert!(l < self.layers, "layer {l} >= {}", self.layers);
         let base = ptr_mut(dev, &mut self.buf);
         let plane_bytes = (self.plane() * 2) as u64;
@@ -368,15 +368,38 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
 pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Result<()> {
     match path {
         AttnPath::Gqa => {
-            const NAMES: [&str; MAX_GQA_GROUP] = [
-                "paged_attn_gqa1_kernel",
-                "paged_attn_gqa2_kernel",
-                "paged_attn_gqa3_kernel",
-                "paged_attn_gqa4_kernel",
-                "paged_attn_gqa5_kernel",
-                "paged_attn_gqa6_kernel",
-                "paged_attn_gqa7_kernel",
-                "paged_attn_gqa8_kernel",
+            // By head size: compiled for D = 64 and 128 (folded index math), any D otherwise.
+            const NAMES: [[&str; MAX_GQA_GROUP]; 3] = [
+                [
+                    "paged_attn_gqa1_kernel",
+                    "paged_attn_gqa2_kernel",
+                    "paged_attn_gqa3_kernel",
+                    "paged_attn_gqa4_kernel",
+                    "paged_attn_gqa5_kernel",
+                    "paged_attn_gqa6_kernel",
+                    "paged_attn_gqa7_kernel",
+                    "paged_attn_gqa8_kernel",
+                ],
+                [
+                    "paged_attn_gqa1_d64_kernel",
+                    "paged_attn_gqa2_d64_kernel",
+                    "paged_attn_gqa3_d64_kernel",
+                    "paged_attn_gqa4_d64_kernel",
+                    "paged_attn_gqa5_d64_kernel",
+                    "paged_attn_gqa6_d64_kernel",
+                    "paged_attn_gqa7_d64_kernel",
+                    "paged_attn_gqa8_d64_kernel",
+                ],
+                [
+                    "paged_attn_gqa1_d128_kernel",
+                    "paged_attn_gqa2_d128_kernel",
+                    "paged_attn_gqa3_d128_kernel",
+                    "paged_attn_gqa4_d128_kernel",
+                    "paged_attn_gqa5_d128_kernel",
+                    "paged_attn_gqa6_d128_kernel",
+                    "paged_attn_gqa7_d128_kernel",
+                    "paged_attn_gqa8_d128_kernel",
+                ],
             ];
             let g = (p.n_heads / p.n_kv_heads) as usize;
             let shape = HeadShape {
@@ -385,7 +408,12 @@ pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Re
                 head_dim: p.head_dim as usize,
             };
             let smem = gqa_smem(shape, p.max_tree as usize);
-            launch(dev, NAMES[g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), GQA_WARPS * 32, smem), p)?;
+            let by_d = match p.head_dim {
+                64 => 1,
+                128 => 2,
+                _ => 0,
+            };
+            launch(dev, NAMES[by_d][g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), GQA_WARPS * 32, smem), p)?;
         }
         AttnPath::Generic => {
             let smem = (ATTN_WARPS * (p.head_dim + 2) + p.max_tree) * 4;
