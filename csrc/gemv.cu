@@ -7,9 +7,9 @@
 // - epilogues: the residual add (beta = 1), SwiGLU (Shazeer 2020) over a gate row and its up
 //   row, or rotate-half RoPE (Su et al. 2021) with the paged K/V cache write (Kwon et al. 2023).
 // At batch 1 the step is a stream of weight reads (shared ALGORITHMS.md, "Bandwidth floor"):
-// each warp streams two weight rows with 16-byte loads, GEMV_UNROLL of them in flight per row
-// and lane (evict-first: weights are read once per step), and the blocks loop over the rows
-// so that the prologue is paid once per block, not once per row pair. The math matches
+// each warp streams two weight rows (or its share of their K) with 16-byte loads, GEMV_UNROLL
+// of them in flight per row and lane (evict-first: weights are read once per step), and the
+// blocks loop over the rows so that the prologue is paid once per block, not once per pair. The math matches
 // rms_norm_kernel, swiglu_kernel and rope_kv_kernel (the cuBLAS path) bit for bit except for
 // the order of the f32 sums.
 #include "vpd_common.cuh"
@@ -77,31 +77,39 @@ static __device__ __forceinline__ void gemv(const GemvParams &p) {
             inv[t] = rsqrtf(block_sum(ss) / p.k + p.eps);
         }
     }
+    // A block is GEMV_WARPS / ksplit row pairs, each summed by ksplit warps over interleaved
+    // shares of K: rows few enough to leave SMs idle (o, down and every 1B projection) are
+    // split, so that enough loads are in flight (gemv.rs picks ksplit).
+    const uint32_t S = p.ksplit, wi = threadIdx.x >> 5, ks = wi % S, per_block = GEMV_WARPS / S;
+    __shared__ float part[GEMV_WARPS][2 * T];
     const uint32_t pairs = p.mode == GEMV_OUT_F32 ? (p.n + 1) / 2 : p.n / 2;
-    const uint32_t stride = gridDim.x * GEMV_WARPS;
-    for (uint32_t w = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); w < pairs; w += stride) {
-        const uint32_t r0 = (w / p.half) * 2 * p.half + w % p.half, r1 = r0 + p.half;
-        const bool has1 = r1 < p.n;
+    const uint32_t groups = (pairs + per_block - 1) / per_block;
+    for (uint32_t gi = blockIdx.x; gi < groups; gi += gridDim.x) {
+        const uint32_t w = gi * per_block + wi / S;
+        const bool live = w < pairs;
+        const uint32_t r0 = live ? (w / p.half) * 2 * p.half + w % p.half : 0, r1 = r0 + p.half;
+        const bool has1 = live && r1 < p.n;
         const uint4 *w0 = reinterpret_cast<const uint4 *>(p.w + static_cast<size_t>(r0) * p.k);
         const uint4 *w1 = reinterpret_cast<const uint4 *>(p.w + static_cast<size_t>(has1 ? r1 : r0) * p.k);
         float a[T], b[T];
 #pragma unroll
         for (int t = 0; t < T; ++t) a[t] = b[t] = 0.f;
-        for (uint32_t c0 = lane; c0 < chunks; c0 += 32 * GEMV_UNROLL) {
+        const uint32_t end = live ? chunks : 0, step = 32 * S;
+        for (uint32_t c0 = ks * 32 + lane; c0 < end; c0 += step * GEMV_UNROLL) {
             uint4 wa[GEMV_UNROLL], wb[GEMV_UNROLL];
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; ++u) {
-                const uint32_t c = c0 + 32 * u;
+                const uint32_t c = c0 + step * u;
                 wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
-                if (c < chunks) {
+                if (c < end) {
                     wa[u] = __ldcs(w0 + c);
                     wb[u] = __ldcs(w1 + c);
                 }
             }
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; ++u) {
-                const uint32_t c = c0 + 32 * u;
-                if (c >= chunks) continue;
+                const uint32_t c = c0 + step * u;
+                if (c >= end) continue;
                 float fa[8], fb[8], g[8];
                 bf16x8_to_f32(wa[u], fa);
                 bf16x8_to_f32(wb[u], fb);
@@ -131,7 +139,29 @@ static __device__ __forceinline__ void gemv(const GemvParams &p) {
             a[t] = warp_sum(a[t]);
             b[t] = warp_sum(b[t]);
         }
-        if (lane == 0) gemv_epilogue<T>(p, r0, r1, has1, a, b);
+        if (S == 1) {
+            if (live && lane == 0) gemv_epilogue<T>(p, r0, r1, has1, a, b);
+            continue;
+        }
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                part[wi][t] = a[t];
+                part[wi][T + t] = b[t];
+            }
+        }
+        __syncthreads();
+        if (live && ks == 0 && lane == 0) {
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                for (uint32_t j = 1; j < S; ++j) {
+                    a[t] += part[wi + j][t];
+                    b[t] += part[wi + j][T + t];
+                }
+            }
+            gemv_epilogue<T>(p, r0, r1, has1, a, b);
+        }
+        __syncthreads();
     }
 }
 

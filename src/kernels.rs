@@ -63,8 +63,8 @@ mod tests {
         assert_eq!(offset_of!(TreeVerifyParams, without_replacement), 108);
         assert_eq!(size_of::<TreeVerifyParams>(), 112);
         assert_eq!(offset_of!(GemvParams, tokens), 88);
-        assert_eq!(offset_of!(GemvParams, beta), 120);
-        assert_eq!(size_of::<GemvParams>(), 128);
+        assert_eq!(offset_of!(GemvParams, beta), 124);
+        assert_eq!(size_of::<GemvParams>(), 136);
         assert_eq!((GEMV_MAX_T, GEMV_OUT_F32, GEMV_OUT_SWIGLU, GEMV_OUT_ROPE_KV), (4, 0, 1, 2));
     }
 }

@@ -174,7 +174,7 @@ typedef struct TreeVerifyParams {
  *   acc[t, n] = sum_k in[t, k] * w[n, k]     (w [N, K] bf16 row-major, K % 8 == 0, f32 sums)
  * in = x (bf16), or, when x == NULL, the RMSNorm of the f32 residual fused in:
  *   in[t, k] = bf16(norm_w[k] * r[t, k] / rms(r[t])), exactly as rms_norm_kernel writes it.
- * Warp w computes the row pair r0 = (w / half) * 2 * half + w % half and r1 = r0 + half, and
+ * Row pair w (ksplit warps share its K) is r0 = (w / half) * 2 * half + w % half and r1 = r0 + half, and
  * the epilogue (mode) writes it:
  *   GEMV_OUT_F32      y[t, n] = acc + beta * y[t, n]  (half 1; beta 1 is the residual add)
  *   GEMV_OUT_SWIGLU   act[t, i] = bf16(silu(acc[t, i]) * acc[t, F + i]), half = F = N / 2
@@ -205,6 +205,7 @@ typedef struct GemvParams {
     uint32_t n_heads;           /* ROPE_KV: N = (n_heads + 2 * n_kv_heads) * head_dim */
     uint32_t n_kv_heads;
     uint32_t head_dim;
+    uint32_t ksplit;            /* warps that share one row pair's K: 1, 2, 4 or 8 */
     float beta;
     float eps;
 } GemvParams;

@@ -20,8 +20,8 @@ unsafe impl DeviceRepr for GemvParams {}
 /// Most tokens one GEMV launch takes (`GEMV_MAX_T` in vpd_params.h).
 pub const GEMV_MAX_T: usize = crate::kernels::params::GEMV_MAX_T as usize;
 const GEMV_WARPS: u32 = 8;
-/// Row pairs in flight per SM: 3 blocks of 8 warps (the kernels use 60–100 registers).
-const WARPS_PER_SM: u32 = 3 * GEMV_WARPS;
+/// Blocks of 8 warps an SM holds at once (the kernels use 60–100 registers).
+const BLOCKS_PER_SM: u32 = 3;
 
 /// Whether a step of `tokens` tokens over inputs of `d_in` elements can take the GEMV path.
 pub fn gemv_fits(tokens: usize, d_in: usize) -> bool {
@@ -56,16 +56,30 @@ pub enum GemvOut<'a> {
     },
 }
 
-pub fn gemv_launch(dev: &Device, p: GemvParams) -> Result<()> {
+pub fn gemv_launch(dev: &Device, mut p: GemvParams) -> Result<()> {
     const PLAIN: [&str; GEMV_MAX_T] = ["gemv1_kernel", "gemv2_kernel", "gemv3_kernel", "gemv4_kernel"];
     const NORM: [&str; GEMV_MAX_T] = ["gemv_norm1_kernel", "gemv_norm2_kernel", "gemv_norm3_kernel", "gemv_norm4_kernel"];
+    let sms = dev.sm_count.max(1);
     let pairs = if p.mode == crate::kernels::params::GEMV_OUT_F32 { p.n.div_ceil(2) } else { p.n / 2 };
-    // As many rounds of row pairs as the resident warps need, then as few blocks as give every
-    // warp that many, so that no warp is left with one more pair than the others.
-    let rounds = pairs.div_ceil(WARPS_PER_SM * dev.sm_count.max(1)).max(1);
-    let blocks = pairs.div_ceil(rounds * GEMV_WARPS);
+    p.ksplit = ksplit(pairs, p.k / 8, sms);
+    // As many rounds of block groups as the resident blocks need, then as few blocks as give
+    // every block that many, so that none is left with one more group than the others.
+    let groups = pairs.div_ceil(GEMV_WARPS / p.ksplit);
+    let rounds = groups.div_ceil(BLOCKS_PER_SM * sms).max(1);
+    let blocks = groups.div_ceil(rounds);
     let name = if p.x.is_null() { NORM } else { PLAIN }[p.tokens as usize - 1];
     launch(dev, name, cfg((blocks, 1, 1), GEMV_WARPS * 32, 0), p)
+}
+
+/// Warps per row pair: the fewest (1, 2, 4 or 8) that give twice as many warps as the SMs
+/// hold at once, while every warp keeps at least one 16-byte chunk per lane.
+fn ksplit(pairs: u32, chunks: u32, sms: u32) -> u32 {
+    let want = 2 * BLOCKS_PER_SM * GEMV_WARPS * sms;
+    let mut s = 1;
+    while s < GEMV_WARPS && pairs * s < want && chunks / (2 * s) >= 32 {
+        s *= 2;
+    }
+    s
 }
 
 /// `acc = in · wᵀ` for `tokens` rows (`w` row-major `[d_out, d_in]` bf16, f32 sums), written as
@@ -112,6 +126,7 @@ pub fn gemv(
         n_heads: 0,
         n_kv_heads: 0,
         head_dim: 0,
+        ksplit: 1,
         beta: 0.0,
         eps: 0.0,
     };
@@ -170,4 +185,25 @@ pub fn gemv(
         }
     }
     gemv_launch(dev, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ksplit;
+
+    #[test]
+    fn narrow_projections_split_k_and_wide_ones_do_not() {
+        // H200, 132 SMs: 8B gate|up (14336 pairs) is wide enough; 8B o / down (2048 pairs)
+        // and the 1B projections are split; a short K is never split below a chunk per lane.
+        assert_eq!(ksplit(14336, 512, 132), 1);
+        assert_eq!(ksplit(2048, 512, 132), 4);
+        assert_eq!(ksplit(2048, 1792, 132), 4);
+        assert_eq!(ksplit(1024, 1024, 132), 8);
+        assert_eq!(ksplit(1536, 256, 132), 8);
+        assert_eq!(ksplit(64, 8, 132), 1);
+        for (pairs, chunks) in [(1, 1), (3, 100), (50_000, 4096)] {
+            let s = ksplit(pairs, chunks, 132);
+            assert!(s.is_power_of_two() && s <= 8);
+        }
+    }
 }

@@ -669,7 +669,9 @@ mod tests {
         assert_eq!(ops::attn_path(llama, 0), ops::AttnPath::Gqa);
         assert_eq!(ops::attn_splits(1, llama, 100, 132), 1);
         assert_eq!(ops::attn_splits(1, llama, 4096, 132), 32);
-        assert_eq!(ops::attn_splits(32, llama, 2048, 132), 5);
+        // One wave: 32 tokens x 8 KV heads = 256 blocks, two splits fill 512 of 528 slots.
+        assert_eq!(ops::attn_splits(32, llama, 2048, 132), 2);
+        assert_eq!(ops::attn_splits(64, llama, 1024, 132), 1);
         assert_eq!(ops::attn_splits(512, llama, 4096, 132), 1);
         assert!(ops::attn_splits(1, llama, 1 << 20, 132) <= 64);
         // Shapes the GQA kernels do not take use the generic kernel, split by query heads.

@@ -352,16 +352,22 @@ pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
     }
 }
 
-/// Split-K factor (flash-decoding), sized by the context: enough blocks for about 8 per SM,
-/// each split at least 128 positions long, at most 64 splits. The block count is tokens ×
-/// KV heads on the GQA path, tokens × query heads on the generic one.
+/// Split-K factor (flash-decoding), sized by the context. GQA path: as many splits as fill
+/// one wave of resident blocks (4 a SM at the kernel's 128 registers × 128 threads) without
+/// going over, since every block of a decode step has the same work and a partial second wave
+/// costs a whole block's time; generic path: about 8 blocks a SM. Each split at least 128
+/// positions long, at most 64 splits. The block count is tokens × KV heads on the GQA path,
+/// tokens × query heads on the generic one.
 pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
-    let per_token = match attn_path(shape, 0) {
-        AttnPath::Gqa => shape.n_kv_heads,
-        AttnPath::Generic => shape.n_heads,
+    let (per_token, resident) = match attn_path(shape, 0) {
+        AttnPath::Gqa => (shape.n_kv_heads, 4 * sm_count),
+        AttnPath::Generic => (shape.n_heads, 8 * sm_count),
     };
     let blocks = (tokens * per_token).max(1);
-    let want = (8 * sm_count).div_ceil(blocks);
+    let want = match attn_path(shape, 0) {
+        AttnPath::Gqa => resident / blocks,
+        AttnPath::Generic => resident.div_ceil(blocks),
+    };
     want.min(max_context.div_ceil(128)).clamp(1, 64)
 }
 
