@@ -7,7 +7,7 @@
 // - epilogues: the residual add (beta = 1), SwiGLU (Shazeer 2020) over a gate row and its up
 //   row, or rotate-half RoPE (Su et al. 2021) with the paged K/V cache write (Kwon et al. 2023).
 // At batch 1 the step is a stream of weight reads (shared ALGORITHMS.md, "Bandwidth floor"):
-// each warp streams two weight rows (or its share of their K) with 16-byte loads, GEMV_UNROLL
+// each warp streams two weight rows (or its share of their K) with 16-byte loads, GEMV_UNROLL(T)
 // of them in flight per row and lane (evict-first: weights are read once per step), and the
 // blocks loop over the rows so that the prologue is paid once per block, not once per pair. The math matches
 // rms_norm_kernel, swiglu_kernel and rope_kv_kernel (the cuBLAS path) bit for bit except for
@@ -16,7 +16,9 @@
 #include "vpd_params.h"
 
 #define GEMV_WARPS 8
-#define GEMV_UNROLL 4
+// 16-byte loads in flight per row and lane: 8 for one token (about 100 registers, 2 blocks a
+// SM), 4 for more (the token loop needs the registers).
+#define GEMV_UNROLL(T) ((T) == 1 ? 8 : 4)
 
 template <int T>
 static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32_t r0, uint32_t r1, bool has1,
@@ -60,6 +62,7 @@ static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32
 
 template <int T, bool NORM>
 static __device__ __forceinline__ void gemv(const GemvParams &p) {
+    constexpr int U = GEMV_UNROLL(T);
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t chunks = p.k / 8;  // 16-byte chunks of a weight row
     float inv[T];
@@ -95,10 +98,10 @@ static __device__ __forceinline__ void gemv(const GemvParams &p) {
 #pragma unroll
         for (int t = 0; t < T; ++t) a[t] = b[t] = 0.f;
         const uint32_t end = live ? chunks : 0, step = 32 * S;
-        for (uint32_t c0 = ks * 32 + lane; c0 < end; c0 += step * GEMV_UNROLL) {
-            uint4 wa[GEMV_UNROLL], wb[GEMV_UNROLL];
+        for (uint32_t c0 = ks * 32 + lane; c0 < end; c0 += step * U) {
+            uint4 wa[U], wb[U];
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u) {
+            for (int u = 0; u < U; ++u) {
                 const uint32_t c = c0 + step * u;
                 wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
                 if (c < end) {
@@ -107,7 +110,7 @@ static __device__ __forceinline__ void gemv(const GemvParams &p) {
                 }
             }
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u) {
+            for (int u = 0; u < U; ++u) {
                 const uint32_t c = c0 + step * u;
                 if (c >= end) continue;
                 float fa[8], fb[8], g[8];

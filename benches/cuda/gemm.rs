@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
         g.finish();
     }
     let shapes = [(4096usize, 6144usize), (4096, 4096), (4096, 28672), (14336, 4096), (4096, 128256), (2048, 3072), (2048, 16384), (8192, 2048)];
-    for &t in &[1usize, 4] {
+    for &t in &[1usize, 2, 4] {
         for &(din, dout) in &shapes {
             let x = dev.upload(&common::rand_bf16(t * din, 1)).unwrap();
             let w = dev.upload(&common::rand_bf16(din * dout, 2)).unwrap();

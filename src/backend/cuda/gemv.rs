@@ -20,8 +20,15 @@ unsafe impl DeviceRepr for GemvParams {}
 /// Most tokens one GEMV launch takes (`GEMV_MAX_T` in vpd_params.h).
 pub const GEMV_MAX_T: usize = crate::kernels::params::GEMV_MAX_T as usize;
 const GEMV_WARPS: u32 = 8;
-/// Blocks of 8 warps an SM holds at once (the kernels use 60–100 registers).
-const BLOCKS_PER_SM: u32 = 3;
+/// Blocks of 8 warps an SM holds at once: the one-token kernels keep 8 loads a row in flight
+/// (about 120 registers), the others 4 (65–120).
+fn blocks_per_sm(tokens: u32) -> u32 {
+    if tokens == 1 {
+        2
+    } else {
+        3
+    }
+}
 
 /// Whether a step of `tokens` tokens over inputs of `d_in` elements can take the GEMV path.
 pub fn gemv_fits(tokens: usize, d_in: usize) -> bool {
@@ -61,20 +68,27 @@ pub fn gemv_launch(dev: &Device, mut p: GemvParams) -> Result<()> {
     const NORM: [&str; GEMV_MAX_T] = ["gemv_norm1_kernel", "gemv_norm2_kernel", "gemv_norm3_kernel", "gemv_norm4_kernel"];
     let sms = dev.sm_count.max(1);
     let pairs = if p.mode == crate::kernels::params::GEMV_OUT_F32 { p.n.div_ceil(2) } else { p.n / 2 };
-    p.ksplit = ksplit(pairs, p.k / 8, sms);
+    let resident = blocks_per_sm(p.tokens) * sms;
+    p.ksplit = ksplit(pairs, p.k / 8, resident);
     // As many rounds of block groups as the resident blocks need, then as few blocks as give
     // every block that many, so that none is left with one more group than the others.
     let groups = pairs.div_ceil(GEMV_WARPS / p.ksplit);
-    let rounds = groups.div_ceil(BLOCKS_PER_SM * sms).max(1);
+    let rounds = groups.div_ceil(resident).max(1);
     let blocks = groups.div_ceil(rounds);
     let name = if p.x.is_null() { NORM } else { PLAIN }[p.tokens as usize - 1];
     launch(dev, name, cfg((blocks, 1, 1), GEMV_WARPS * 32, 0), p)
 }
 
-/// Warps per row pair: the fewest (1, 2, 4 or 8) that give twice as many warps as the SMs
-/// hold at once, while every warp keeps at least one 16-byte chunk per lane.
-fn ksplit(pairs: u32, chunks: u32, sms: u32) -> u32 {
-    let want = 2 * BLOCKS_PER_SM * GEMV_WARPS * sms;
+/// Warps per row pair: 1 unless K is long (at least 8192, 1024 chunks), then the fewest (2, 4
+/// or 8) that give twice as many warps as the `resident` blocks hold, while every warp keeps at
+/// least one 16-byte chunk per lane. Measured on the H200 (docs/perf.md): splitting the 8B
+/// down projection (K 14336) and the 1B one (K 8192) gains 8–13%, splitting K = 2048 or 4096
+/// loses 8–28%.
+fn ksplit(pairs: u32, chunks: u32, resident: u32) -> u32 {
+    if chunks < 1024 {
+        return 1;
+    }
+    let want = 2 * resident * GEMV_WARPS;
     let mut s = 1;
     while s < GEMV_WARPS && pairs * s < want && chunks / (2 * s) >= 32 {
         s *= 2;
@@ -192,17 +206,18 @@ mod tests {
     use super::ksplit;
 
     #[test]
-    fn narrow_projections_split_k_and_wide_ones_do_not() {
-        // H200, 132 SMs: 8B gate|up (14336 pairs) is wide enough; 8B o / down (2048 pairs)
-        // and the 1B projections are split; a short K is never split below a chunk per lane.
-        assert_eq!(ksplit(14336, 512, 132), 1);
-        assert_eq!(ksplit(2048, 512, 132), 4);
-        assert_eq!(ksplit(2048, 1792, 132), 4);
-        assert_eq!(ksplit(1024, 1024, 132), 8);
-        assert_eq!(ksplit(1536, 256, 132), 8);
-        assert_eq!(ksplit(64, 8, 132), 1);
-        for (pairs, chunks) in [(1, 1), (3, 100), (50_000, 4096)] {
-            let s = ksplit(pairs, chunks, 132);
+    fn only_long_narrow_projections_split_k() {
+        // H200, 132 SMs, 2 blocks a SM: 8B gate|up (14336 pairs) is wide enough; the 8B down
+        // (2048 pairs, K 14336) and the 1B down (1024 pairs, K 8192) are split; K 4096 is not.
+        let resident = 2 * 132;
+        assert_eq!(ksplit(14336, 512, resident), 1);
+        assert_eq!(ksplit(2048, 1792, resident), 4);
+        assert_eq!(ksplit(1024, 1024, resident), 8);
+        assert_eq!(ksplit(2048, 512, resident), 1);
+        assert_eq!(ksplit(1536, 256, resident), 1);
+        assert_eq!(ksplit(64, 8, resident), 1);
+        for (pairs, chunks) in [(1, 1), (3, 100), (1, 1 << 20), (50_000, 4096)] {
+            let s = ksplit(pairs, chunks, resident);
             assert!(s.is_power_of_two() && s <= 8);
         }
     }
