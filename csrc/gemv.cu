@@ -16,9 +16,9 @@
 #include "vpd_params.h"
 
 #define GEMV_WARPS 8
-// 16-byte loads in flight per row and lane: 8 for one token (about 100 registers, 2 blocks a
-// SM), 4 for more (the token loop needs the registers).
-#define GEMV_UNROLL(T) ((T) == 1 ? 8 : 4)
+// 16-byte loads in flight per row and lane. 8 for one token (about 120 registers, 2 blocks a
+// SM) measured 4–16% slower than 4 on the H200 (docs/perf.md).
+#define GEMV_UNROLL(T) 4
 
 template <int T>
 static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32_t r0, uint32_t r1, bool has1,

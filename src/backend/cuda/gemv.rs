@@ -20,15 +20,8 @@ unsafe impl DeviceRepr for GemvParams {}
 /// Most tokens one GEMV launch takes (`GEMV_MAX_T` in vpd_params.h).
 pub const GEMV_MAX_T: usize = crate::kernels::params::GEMV_MAX_T as usize;
 const GEMV_WARPS: u32 = 8;
-/// Blocks of 8 warps an SM holds at once: the one-token kernels keep 8 loads a row in flight
-/// (about 120 registers), the others 4 (65–120).
-fn blocks_per_sm(tokens: u32) -> u32 {
-    if tokens == 1 {
-        2
-    } else {
-        3
-    }
-}
+/// Blocks of 8 warps an SM holds at once (the kernels use 64–120 registers).
+const BLOCKS_PER_SM: u32 = 3;
 
 /// Whether a step of `tokens` tokens over inputs of `d_in` elements can take the GEMV path.
 pub fn gemv_fits(tokens: usize, d_in: usize) -> bool {
@@ -68,7 +61,7 @@ pub fn gemv_launch(dev: &Device, mut p: GemvParams) -> Result<()> {
     const NORM: [&str; GEMV_MAX_T] = ["gemv_norm1_kernel", "gemv_norm2_kernel", "gemv_norm3_kernel", "gemv_norm4_kernel"];
     let sms = dev.sm_count.max(1);
     let pairs = if p.mode == crate::kernels::params::GEMV_OUT_F32 { p.n.div_ceil(2) } else { p.n / 2 };
-    let resident = blocks_per_sm(p.tokens) * sms;
+    let resident = BLOCKS_PER_SM * sms;
     p.ksplit = ksplit(pairs, p.k / 8, resident);
     // As many rounds of block groups as the resident blocks need, then as few blocks as give
     // every block that many, so that none is left with one more group than the others.
@@ -207,9 +200,9 @@ mod tests {
 
     #[test]
     fn only_long_narrow_projections_split_k() {
-        // H200, 132 SMs, 2 blocks a SM: 8B gate|up (14336 pairs) is wide enough; the 8B down
+        // H200, 132 SMs, 3 blocks a SM: 8B gate|up (14336 pairs) is wide enough; the 8B down
         // (2048 pairs, K 14336) and the 1B down (1024 pairs, K 8192) are split; K 4096 is not.
-        let resident = 2 * 132;
+        let resident = 3 * 132;
         assert_eq!(ksplit(14336, 512, resident), 1);
         assert_eq!(ksplit(2048, 1792, resident), 4);
         assert_eq!(ksplit(1024, 1024, resident), 8);

@@ -87,6 +87,10 @@ impl GreedyRows {
     }
 }
 
+/// Most tokens a step may have to run its layers through the fused GEMV kernels: at 3 and 4
+/// tokens the 8B projections lose more to cuBLAS than the fusion saves (docs/perf.md, run K).
+pub const FUSED_MAX_T: usize = 2;
+
 pub struct CudaBackend {
     config: LlamaConfig,
     shape: HeadShape,
@@ -375,9 +379,13 @@ impl CudaBackend {
         let d = &self.dev;
         let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
         ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
-        // Decode-sized steps take the fused GEMV path (five launches a layer, gemv.rs); larger
-        // ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
-        let fused = self.gemv && gemv::gemv_fits(t, h) && gemv::gemv_fits(t, s.q_dim()) && gemv::gemv_fits(t, ff);
+        // Steps of at most FUSED_MAX_T tokens take the fused GEMV path (five launches a layer,
+        // gemv.rs); larger ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
+        let fused = self.gemv
+            && t <= FUSED_MAX_T
+            && gemv::gemv_fits(t, h)
+            && gemv::gemv_fits(t, s.q_dim())
+            && gemv::gemv_fits(t, ff);
         for (l, lw) in self.layers.iter().enumerate().take(st.num_layers) {
             if fused {
                 let rope = GemvOut::RopeKv {
@@ -426,7 +434,7 @@ impl CudaBackend {
         if r > 0 {
             ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
             let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-            if self.gemv && gemv::gemv_fits(r, h) {
+            if self.gemv && r <= FUSED_MAX_T && gemv::gemv_fits(r, h) {
                 let logits = GemvOut::F32 { y: &mut ws.logits, beta: 0.0 };
                 gemv::gemv(d, GemvIn::Bf16(&ws.normed), head, logits, r, h, vocab)?;
             } else {
