@@ -12,8 +12,9 @@
 //!
 //! Per-lane streams with priorities and green-context SM partitions are in [`lanes`]
 //! ([`CudaBackend::bind_lane`]); the fused sampler and chain verification in [`sampling`],
-//! tree verification in [`tree_verify`]. Later work, not here yet: graph buckets by batch size
-//! in the engine, and the engine calling the sampling and verification kernels.
+//! tree verification in [`tree_verify`], decode-step CUDA graphs in `graphs`, and the fused
+//! decode-sized projections in [`gemv`] (the path [`CudaBackend::launch_step`] takes for steps
+//! of at most [`FUSED_MAX_T`] tokens).
 pub mod check;
 pub mod device;
 pub mod gemv;
@@ -88,7 +89,7 @@ impl GreedyRows {
 }
 
 /// Most tokens a step may have to run its layers through the fused GEMV kernels: at 3 and 4
-/// tokens the 8B projections lose more to cuBLAS than the fusion saves (docs/perf.md, run K).
+/// tokens the 8B projections lose more to cuBLAS than the fusion saves (docs/perf.md, run O).
 pub const FUSED_MAX_T: usize = 2;
 
 pub struct CudaBackend {
