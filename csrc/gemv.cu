@@ -60,46 +60,11 @@ static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32
     }
 }
 
-// Programmatic dependent launch (sm_90; no-ops below, and when the launch did not ask for
-// it): the next kernel may be scheduled once every block of this one has started, and this one
-// may start before the previous kernel has finished, up to griddepcontrol.wait, which returns
-// once that kernel has completed and its writes are visible.
-static __device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-static __device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 template <int T, bool NORM>
 static __device__ __forceinline__ void gemv(const GemvParams &p) {
     constexpr int U = GEMV_UNROLL(T);
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t chunks = p.k / 8;  // 16-byte chunks of a weight row
-    // Weights are never written by an earlier kernel: pull this warp's first loads into L2
-    // while the previous kernel finishes, then wait for it before reading its outputs.
-    pdl_launch_dependents();
-    {
-        const uint32_t S = p.ksplit, wi = threadIdx.x >> 5, per_block = GEMV_WARPS / S;
-        const uint32_t w = blockIdx.x * per_block + wi / S;
-        const uint32_t pairs = p.mode == GEMV_OUT_F32 ? (p.n + 1) / 2 : p.n / 2;
-        if (w < pairs) {
-            const uint32_t r0 = (w / p.half) * 2 * p.half + w % p.half, r1 = r0 + p.half;
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const uint32_t c = (wi % S) * 32 + lane + 32 * S * u;
-                if (c >= chunks) break;
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(p.w + static_cast<size_t>(r0) * p.k + 8 * c));
-                if (r1 < p.n) asm volatile("prefetch.global.L2 [%0];" ::"l"(p.w + static_cast<size_t>(r1) * p.k + 8 * c));
-            }
-        }
-    }
-    pdl_wait();
     float inv[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) inv[t] = 0.f;

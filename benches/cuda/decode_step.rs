@@ -7,9 +7,7 @@
 //! - `stream`: the step's kernels launched back to back on the stream (device events);
 //! - `graph`: the same kernels captured once as a CUDA graph and replayed (device events);
 //! - `graph-blas`: that graph with the layers on cuBLAS and separate RMSNorm, RoPE and SwiGLU
-//!   kernels instead of the fused GEMV kernels (`CudaBackend::set_gemv(false)`);
-//! - `graph-nopdl`: the fused path with the GEMV kernels launched without programmatic
-//!   dependent launch (`Device::set_pdl(false)`).
+//!   kernels instead of the fused GEMV kernels (`CudaBackend::set_gemv(false)`).
 //!
 //! `host`, `argmax`, `argmax+g` (the runtime's greedy path with decode graphs), `stream` and
 //! `graph` run the fused GEMV path, the default.
@@ -122,16 +120,6 @@ fn main() {
             }
         };
         be.set_gemv(true);
-        // And the fused path without programmatic dependent launch of the GEMV kernels.
-        be.device().set_pdl(false).expect("pdl");
-        let graph_nopdl = match be.capture_step(&step) {
-            Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
-            Err(e) => {
-                println!("decode_step {name}: graph capture (no PDL) failed: {e}");
-                None
-            }
-        };
-        be.device().set_pdl(true).expect("pdl");
         let dev = be.device();
         let rows = [
             ("host", Some(host)),
@@ -140,12 +128,11 @@ fn main() {
             ("stream", Some(stream)),
             ("graph", graph),
             ("graph-blas", graph_blas),
-            ("graph-nopdl", graph_nopdl),
         ];
         for (how, secs) in rows {
             let Some(secs) = secs else { continue };
             println!(
-                "{} decode_step {name:<12} {how:<11} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
+                "{} decode_step {name:<12} {how:<10} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor  {:>6.0} GB/s",
                 dev.name,
                 secs * 1e3,
                 floor * 1e3,

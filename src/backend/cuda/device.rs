@@ -54,9 +54,6 @@ pub struct Device {
     _modules: Vec<Arc<CudaModule>>,
     pub name: String,
     pub sm_count: u32,
-    /// Launch the GEMV kernels with programmatic dependent launch (compute capability 9.0+,
-    /// on by default there; `ops::launch_pdl`).
-    pdl: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -160,27 +157,7 @@ impl Device {
         let sm_count = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv)? as u32;
-        let major = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-            .map_err(drv)?;
-        let pdl = std::sync::atomic::AtomicBool::new(major >= 9);
-        Ok(Self { ctx, stream, blas, functions, _modules: modules, name, sm_count, pdl })
-    }
-
-    /// Whether the GEMV kernels are launched with programmatic dependent launch.
-    pub fn pdl(&self) -> bool {
-        self.pdl.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Turns programmatic dependent launch of the GEMV kernels on or off (for side-by-side
-    /// benches; it stays off on cards below compute capability 9.0, which lack it).
-    pub fn set_pdl(&self, on: bool) -> Result<()> {
-        let major = self
-            .ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-            .map_err(drv)?;
-        self.pdl.store(on && major >= 9, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(Self { ctx, stream, blas, functions, _modules: modules, name, sm_count })
     }
 
     pub(crate) fn function(&self, name: &'static str) -> &CudaFunction {

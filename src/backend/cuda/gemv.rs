@@ -9,7 +9,7 @@
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
 use super::device::{ptr, ptr_mut, Device};
-use super::ops::{cfg, check_len, launch, launch_pdl, shape_err, HeadShape, KvCache};
+use super::ops::{cfg, check_len, launch, shape_err, HeadShape, KvCache};
 use crate::error::Result;
 use crate::kernels::params::GemvParams;
 
@@ -69,12 +69,7 @@ pub fn gemv_launch(dev: &Device, mut p: GemvParams) -> Result<()> {
     let rounds = groups.div_ceil(resident).max(1);
     let blocks = groups.div_ceil(rounds);
     let name = if p.x.is_null() { NORM } else { PLAIN }[p.tokens as usize - 1];
-    let config = cfg((blocks, 1, 1), GEMV_WARPS * 32, 0);
-    if dev.pdl() {
-        launch_pdl(dev, name, config, p)
-    } else {
-        launch(dev, name, config, p)
-    }
+    launch(dev, name, cfg((blocks, 1, 1), GEMV_WARPS * 32, 0), p)
 }
 
 /// Warps per row pair: 1 unless K is long (at least 8192, 1024 chunks), then the fewest (2, 4

@@ -57,41 +57,6 @@ pub(crate) fn launch<P: DeviceRepr>(dev: &Device, name: &'static str, cfg: Launc
     Ok(())
 }
 
-/// [`launch`] with programmatic dependent launch (PDL, compute capability 9.0+): the kernel may
-/// start while the previous kernel on the stream is still finishing, so only kernels that run
-/// `griddepcontrol.wait` before touching anything an earlier kernel writes (the GEMV kernels,
-/// which prefetch their weights to L2 first) may be launched this way.
-pub(crate) fn launch_pdl<P: DeviceRepr>(dev: &Device, name: &'static str, cfg: LaunchConfig, mut p: P) -> Result<()> {
-    use cudarc::driver::sys;
-    if cfg.grid_dim.0 == 0 || cfg.grid_dim.1 == 0 || cfg.grid_dim.2 == 0 {
-        return Ok(());
-    }
-    let f = dev.function(name);
-    // SAFETY: an all-zero launch attribute is a valid plain C value; id and value are set next.
-    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attr.value.programmaticStreamSerializationAllowed = 1;
-    let config = sys::CUlaunchConfig {
-        gridDimX: cfg.grid_dim.0,
-        gridDimY: cfg.grid_dim.1,
-        gridDimZ: cfg.grid_dim.2,
-        blockDimX: cfg.block_dim.0,
-        blockDimY: cfg.block_dim.1,
-        blockDimZ: cfg.block_dim.2,
-        sharedMemBytes: cfg.shared_mem_bytes,
-        hStream: dev.stream.cu_stream(),
-        attrs: &mut attr,
-        numAttrs: 1,
-    };
-    let mut args = [(&mut p) as *mut P as *mut std::ffi::c_void];
-    // SAFETY: `p` is the by-value parameter struct `name` is declared with in vpd_params.h (its
-    // wrapper checked every extent), passed as the one kernel argument; `config` and `attr`
-    // outlive the call, and the function belongs to this device's context.
-    unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
-        .result()
-        .map_err(|e| EngineError::Backend(format!("launching {name} (programmatic dependent launch): {e}")))
-}
-
 pub(crate) fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem }
 }
