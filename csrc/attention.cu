@@ -141,9 +141,8 @@ extern "C" __global__ void attn_combine_kernel(PagedAttnParams p) {
 // 32 / (D / 8) positions at a time and every lane keeps GQA_UNROLL positions' K and V loads in
 // flight before it uses the first. Scores of one chunk share one rescale of the running
 // (max, sum, acc) per head. The warps' and then the lane groups' states are merged at the end
-// exactly as the generic kernel does, and split partials have the same layout; with at most
-// GQA_MERGE_MAX_SPLITS splits (ops.rs) the last split block of each (token, KV head) merges
-// them itself, so no attn_combine_kernel launch follows.
+// exactly as the generic kernel does, and split partials have the same layout; the last split
+// block of each (token, KV head) merges them itself, so no attn_combine_kernel launch follows.
 // Needs D % 8 == 0 with D / 8 a power of two, G <= 8 (checked on the host, which otherwise
 // launches the generic kernel).
 #define GQA_WARPS 4
@@ -307,12 +306,9 @@ static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) 
             }
         }
     }
-    if (p.num_splits == 1 || p.split_done == nullptr) return;
+    if (p.num_splits == 1) return;
     // The last split block to finish merges every split's partial (the threadfence reduction
-    // of the CUDA programming guide): no separate combine launch. Only for a few splits (the
-    // host passes split_done = NULL otherwise and launches attn_combine_kernel): one block
-    // walking 33 splits for its G·D outputs took 40 µs where the combine kernel's 32 blocks
-    // took 24 µs in all (batch 1, context 4096, H200).
+    // of the CUDA programming guide): no separate combine launch on this path.
     __shared__ bool gqa_last;
     __threadfence();
     __syncthreads();

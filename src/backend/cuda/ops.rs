@@ -371,10 +371,6 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
     want.min(max_context.div_ceil(128)).clamp(1, 64)
 }
 
-/// Most splits the GQA kernels merge in their last split block (above it the combine kernel
-/// does, in parallel over query heads: faster for many splits, docs/perf.md).
-pub const GQA_MERGE_MAX_SPLITS: usize = 4;
-
 /// The split-K scratch of [`paged_attn`]: each split's partial (acc, max, sum) per (token,
 /// query head), and per (token, KV head) the count of finished splits, which the GQA kernels'
 /// last split block reads to merge and sets back to 0 (so it is allocated zeroed and stays 0
@@ -454,9 +450,9 @@ pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Re
             launch(dev, "paged_attn_kernel", cfg((p.tokens, p.n_heads, p.num_splits), ATTN_WARPS * 32, smem), p)?;
         }
     }
-    // The GQA kernels merge a few splits in their last split block (split_done set); many
-    // splits, and the generic kernel, need the combine kernel.
-    if p.num_splits > 1 && p.split_done.is_null() {
+    // The GQA kernels merge their splits in the last split block; the generic one needs the
+    // combine kernel.
+    if p.num_splits > 1 && path == AttnPath::Generic {
         launch(dev, "attn_combine_kernel", cfg((p.tokens, p.n_heads, 1), row_threads(p.head_dim as usize), 0), p)?;
     }
     Ok(())
@@ -529,11 +525,7 @@ pub fn paged_attn_on(
         block_tables: ptr(dev, &meta.block_tables) as *const u32,
         out: ptr_mut(dev, out) as *mut u16,
         partial: ptr_mut(dev, &mut scratch.partial) as *mut f32,
-        split_done: if path == AttnPath::Gqa && splits <= GQA_MERGE_MAX_SPLITS {
-            ptr_mut(dev, &mut scratch.split_done) as *mut u32
-        } else {
-            std::ptr::null_mut()
-        },
+        split_done: ptr_mut(dev, &mut scratch.split_done) as *mut u32,
         tokens: t as u32,
         n_heads: shape.n_heads as u32,
         n_kv_heads: shape.n_kv_heads as u32,
