@@ -141,10 +141,9 @@ extern "C" __global__ void attn_combine_kernel(PagedAttnParams p) {
 // 32 / (D / 8) positions at a time and every lane keeps GQA_UNROLL positions' K and V loads in
 // flight before it uses the first. Scores of one chunk share one rescale of the running
 // (max, sum, acc) per head. The warps' and then the lane groups' states are merged at the end
-// exactly as the generic kernel does, and split partials have the same layout; the last split
-// block of each (token, KV head) merges them itself, so no attn_combine_kernel launch follows.
-// Needs D % 8 == 0 with D / 8 a power of two, G <= 8 (checked on the host, which otherwise
-// launches the generic kernel).
+// exactly as the generic kernel does; the output (or split partial) layout is the same, so
+// attn_combine_kernel merges either. Needs D % 8 == 0 with D / 8 a power of two, G <= 8
+// (checked on the host, which otherwise launches the generic kernel).
 #define GQA_WARPS 4
 #define GQA_UNROLL 4
 
@@ -306,37 +305,6 @@ static __device__ __forceinline__ void paged_attn_gqa(const PagedAttnParams &p) 
             }
         }
     }
-    if (p.num_splits == 1) return;
-    // The last split block to finish merges every split's partial (the threadfence reduction
-    // of the CUDA programming guide): no separate combine launch on this path.
-    __shared__ bool gqa_last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const uint32_t done = atomicAdd(p.split_done + t * p.n_kv_heads + kvh, 1u);
-        gqa_last = done == p.num_splits - 1;
-    }
-    __syncthreads();
-    if (!gqa_last) return;
-    __threadfence();
-    const size_t split_stride = static_cast<size_t>(p.tokens) * p.n_heads * (D + 2);
-    for (uint32_t idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
-        const uint32_t g = idx / D, d = idx % D, h = kvh * G + g;
-        const float *base = p.partial + (static_cast<size_t>(t) * p.n_heads + h) * (D + 2);
-        float mx = -INFINITY;
-        for (uint32_t sp = 0; sp < p.num_splits; ++sp) mx = fmaxf(mx, __ldcg(base + sp * split_stride + D));
-        float a = 0.f, sum = 0.f;
-        for (uint32_t sp = 0; sp < p.num_splits; ++sp) {
-            const float *part = base + sp * split_stride;
-            const float m = __ldcg(part + D);
-            if (m == -INFINITY) continue;
-            const float f = __expf(m - mx);
-            a += f * __ldcg(part + d);
-            sum += f * __ldcg(part + D + 1);
-        }
-        p.out[static_cast<size_t>(t) * p.n_heads * D + h * D + d] = f32_to_bf16(a / sum);
-    }
-    if (threadIdx.x == 0) p.split_done[t * p.n_kv_heads + kvh] = 0;
 }
 
 // Head size known at compile time (DT = D: the index math folds and the shuffle loops unroll;

@@ -48,9 +48,9 @@ mod tests {
         assert_eq!(size_of::<EmbeddingParams>(), 32);
         assert_eq!(offset_of!(RopeKvParams, tokens), 48);
         assert_eq!(size_of::<RopeKvParams>(), 72);
-        assert_eq!(offset_of!(PagedAttnParams, tokens), 96);
-        assert_eq!(offset_of!(PagedAttnParams, scale), 132);
-        assert_eq!(size_of::<PagedAttnParams>(), 136);
+        assert_eq!(offset_of!(PagedAttnParams, tokens), 88);
+        assert_eq!(offset_of!(PagedAttnParams, scale), 124);
+        assert_eq!(size_of::<PagedAttnParams>(), 128);
         assert_eq!(offset_of!(KvCopyParams, plane), 32);
         assert_eq!(size_of::<SwigluParams>(), 24);
         assert_eq!(offset_of!(SampleParams, offset), 48);

@@ -53,13 +53,13 @@ fn bench(c: &mut Criterion) {
                     .min((ctx + 1).div_ceil(128))
                     .clamp(1, 64),
             };
-            let mut scratch = ops::AttnScratch::new(&dev, splits, batch, shape).unwrap();
+            let mut partial = dev.alloc::<f32>(splits * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
             if path == ops::AttnPath::Gqa && batch > 1 {
                 // The split count against one wave of resident blocks (what attn_splits picks).
                 for other in [1usize, 2, 3, 4, 5, 8].into_iter().filter(|&k| k != splits) {
-                    let mut scratch = ops::AttnScratch::new(&dev, other, batch, shape).unwrap();
+                    let mut partial = dev.alloc::<f32>(other * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
                     let mut run = || {
-                        ops::paged_attn_on(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut scratch, other, path)
+                        ops::paged_attn_on(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, other, path)
                             .unwrap()
                     };
                     let size = format!("batch={batch} ctx={ctx} splits={other} (sweep)");
@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
                     &meta,
                     shape,
                     &mut out,
-                    &mut scratch,
+                    &mut partial,
                     splits,
                     path,
                 )

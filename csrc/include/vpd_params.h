@@ -62,8 +62,7 @@ typedef struct SwigluParams {
  * j <= i for a chain, the ancestors of i (and i) through parents[] for a tree. New token j sits
  * at position seq_start_pos[s] + j. Softmax(q·kᵀ·scale)·v per query head, GQA (head h reads
  * kv head h / (NH / NKV)). Split-K: blockIdx.z of num_splits takes a contiguous share of the
- * visible positions and writes a partial (max, sum, acc); on the GQA path the last split block
- * of each (token, KV head) merges them, on the generic path attn_combine_kernel does. */
+ * visible positions and writes a partial (max, sum, acc) that attn_combine_kernel merges. */
 typedef struct PagedAttnParams {
     const float *q;               /* [T, q_stride] f32, rotated; head h at column h·D */
     const uint16_t *k_cache;      /* [SLOTS, KVD] bf16, this layer */
@@ -76,9 +75,6 @@ typedef struct PagedAttnParams {
     const uint32_t *block_tables; /* [S, max_blocks] cache blocks, padded */
     uint16_t *out;                /* [T, NH·D] bf16 (num_splits == 1) */
     float *partial;               /* [num_splits, T, NH, D + 2] f32 (num_splits > 1): acc, max, sum */
-    uint32_t *split_done;         /* [T, NKV] splits finished (GQA kernels, num_splits > 1): the last
-                                   * one merges the partials and sets it back to 0, so it is 0 at
-                                   * every launch */
     uint32_t tokens;
     uint32_t n_heads;
     uint32_t n_kv_heads;

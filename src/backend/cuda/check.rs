@@ -307,7 +307,7 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         }
         for &path in &paths {
             for &splits in &tried {
-                let mut scratch = ops::AttnScratch::new(dev, splits, t, shape)?;
+                let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2))?;
                 let mut out = nan_bf16(dev, t * shape.q_dim())?;
                 ops::paged_attn_on(
                     dev,
@@ -318,7 +318,7 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
                     &meta,
                     shape,
                     &mut out,
-                    &mut scratch,
+                    &mut partial,
                     splits,
                     path,
                 )?;

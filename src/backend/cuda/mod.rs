@@ -35,7 +35,7 @@ use vpd_formats::LlamaConfig;
 
 pub use self::device::{driver_present, Device};
 use self::gemv::{GemvIn, GemvOut};
-use self::ops::{AttnMeta, AttnScratch, HeadShape, KvCache};
+use self::ops::{AttnMeta, HeadShape, KvCache};
 use self::plan::FlatPlan;
 use super::{Argmax, Backend, Logits, StepPlan};
 use crate::error::{EngineError, Result};
@@ -60,7 +60,7 @@ struct Workspace {
     attn: CudaSlice<u16>,
     gate_up: CudaSlice<f32>,
     act: CudaSlice<u16>,
-    attn_scratch: AttnScratch,
+    partial: CudaSlice<f32>,
     normed: CudaSlice<u16>,
     logits: CudaSlice<f32>,
     greedy: GreedyRows,
@@ -276,9 +276,9 @@ impl CudaBackend {
     }
 
     fn workspace(&mut self, tokens: usize, rows: usize, splits: usize) -> Result<()> {
-        let need_partial = AttnScratch::partial_len(splits, tokens, self.shape);
+        let need_partial = splits * tokens * self.shape.n_heads * (self.shape.head_dim + 2);
         if let Some(ws) = &self.ws {
-            if ws.tokens >= tokens && ws.rows >= rows && ws.attn_scratch.partial.len() >= need_partial {
+            if ws.tokens >= tokens && ws.rows >= rows && ws.partial.len() >= need_partial {
                 return Ok(());
             }
         }
@@ -286,8 +286,7 @@ impl CudaBackend {
         let r = rows.next_power_of_two().max(self.ws.as_ref().map_or(0, |w| w.rows));
         let (h, ff, v) = (self.config.hidden_size, self.config.intermediate_size, self.config.vocab_size);
         let s = self.shape;
-        // Room for 64 splits of one token, or this step's splits over the grown token count.
-        let splits_cap = splits.max(64usize.div_ceil(t)).next_power_of_two();
+        let partial = (64 * s.n_heads * (s.head_dim + 2)).max(need_partial.next_power_of_two());
         self.dev.sync()?; // steps in flight may still use the old buffers
         self.ws = None; // free the old buffers first
         self.ws_generation += 1;
@@ -301,7 +300,7 @@ impl CudaBackend {
             attn: d.alloc(t * s.q_dim())?,
             gate_up: d.alloc(t * 2 * ff)?,
             act: d.alloc(t * ff)?,
-            attn_scratch: AttnScratch::new(d, splits_cap, t, s)?,
+            partial: d.alloc(partial)?,
             normed: d.alloc(r * h)?,
             logits: d.alloc(r * v)?,
             greedy: GreedyRows::new(d, r)?,
@@ -415,7 +414,7 @@ impl CudaBackend {
                 &st.meta,
                 s,
                 &mut ws.attn,
-                &mut ws.attn_scratch,
+                &mut ws.partial,
                 splits,
             )?;
             if fused {

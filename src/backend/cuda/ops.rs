@@ -371,30 +371,6 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
     want.min(max_context.div_ceil(128)).clamp(1, 64)
 }
 
-/// The split-K scratch of [`paged_attn`]: each split's partial (acc, max, sum) per (token,
-/// query head), and per (token, KV head) the count of finished splits, which the GQA kernels'
-/// last split block reads to merge and sets back to 0 (so it is allocated zeroed and stays 0
-/// between launches).
-pub struct AttnScratch {
-    pub partial: CudaSlice<f32>,
-    pub split_done: CudaSlice<u32>,
-}
-
-impl AttnScratch {
-    /// f32 elements of the partials of `splits` splits over `tokens` tokens.
-    pub fn partial_len(splits: usize, tokens: usize, shape: HeadShape) -> usize {
-        splits * tokens * shape.n_heads * (shape.head_dim + 2)
-    }
-
-    /// Scratch for up to `splits` splits over `tokens` tokens.
-    pub fn new(dev: &Device, splits: usize, tokens: usize, shape: HeadShape) -> Result<Self> {
-        Ok(Self {
-            partial: dev.alloc(Self::partial_len(splits, tokens, shape).max(1))?,
-            split_done: dev.stream.alloc_zeros((tokens * shape.n_kv_heads).max(1)).map_err(drv)?,
-        })
-    }
-}
-
 pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Result<()> {
     match path {
         AttnPath::Gqa => {
@@ -450,9 +426,7 @@ pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Re
             launch(dev, "paged_attn_kernel", cfg((p.tokens, p.n_heads, p.num_splits), ATTN_WARPS * 32, smem), p)?;
         }
     }
-    // The GQA kernels merge their splits in the last split block; the generic one needs the
-    // combine kernel.
-    if p.num_splits > 1 && path == AttnPath::Generic {
+    if p.num_splits > 1 {
         launch(dev, "attn_combine_kernel", cfg((p.tokens, p.n_heads, 1), row_threads(p.head_dim as usize), 0), p)?;
     }
     Ok(())
@@ -472,11 +446,11 @@ pub fn paged_attn(
     meta: &AttnMeta,
     shape: HeadShape,
     out: &mut CudaSlice<u16>,
-    scratch: &mut AttnScratch,
+    partial: &mut CudaSlice<f32>,
     splits: usize,
 ) -> Result<()> {
     let path = attn_path(shape, meta.max_tree);
-    paged_attn_on(dev, q, q_stride, cache, layer, meta, shape, out, scratch, splits, path)
+    paged_attn_on(dev, q, q_stride, cache, layer, meta, shape, out, partial, splits, path)
 }
 
 /// [`paged_attn`] on a chosen kernel (the checks run both). A [`AttnPath::Gqa`] request the
@@ -491,7 +465,7 @@ pub fn paged_attn_on(
     meta: &AttnMeta,
     shape: HeadShape,
     out: &mut CudaSlice<u16>,
-    scratch: &mut AttnScratch,
+    partial: &mut CudaSlice<f32>,
     splits: usize,
     path: AttnPath,
 ) -> Result<()> {
@@ -509,8 +483,7 @@ pub fn paged_attn_on(
     check_len("paged_attn", "block_tables", &meta.block_tables, meta.seqs * meta.max_blocks)?;
     let splits = splits.clamp(1, 64);
     if splits > 1 {
-        check_len("paged_attn", "partial", &scratch.partial, AttnScratch::partial_len(splits, t, shape))?;
-        check_len("paged_attn", "split_done", &scratch.split_done, t * shape.n_kv_heads)?;
+        check_len("paged_attn", "partial", partial, splits * t * shape.n_heads * (shape.head_dim + 2))?;
     }
     let (k, v) = cache.layer_ptrs(dev, layer);
     let p = PagedAttnParams {
@@ -524,8 +497,7 @@ pub fn paged_attn_on(
         parents: ptr(dev, &meta.parents) as *const i32,
         block_tables: ptr(dev, &meta.block_tables) as *const u32,
         out: ptr_mut(dev, out) as *mut u16,
-        partial: ptr_mut(dev, &mut scratch.partial) as *mut f32,
-        split_done: ptr_mut(dev, &mut scratch.split_done) as *mut u32,
+        partial: ptr_mut(dev, partial) as *mut f32,
         tokens: t as u32,
         n_heads: shape.n_heads as u32,
         n_kv_heads: shape.n_kv_heads as u32,
