@@ -73,6 +73,9 @@ static __device__ __forceinline__ void gemv(const GemvParams &p) {
         for (int t = 0; t < T; ++t) {
             const float4 *r = reinterpret_cast<const float4 *>(p.residual + static_cast<size_t>(t) * p.k);
             float ss = 0.f;
+            // Unrolled: the loads of a thread's share are in flight together (one latency, not
+            // k / 1024 of them, before the first weight load).
+#pragma unroll 4
             for (uint32_t i = threadIdx.x; i < p.k / 4; i += blockDim.x) {
                 const float4 v = r[i];
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
