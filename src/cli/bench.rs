@@ -66,9 +66,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub decode_sms: Option<u32>,
     /// With --backend cuda: replay decode steps (target and drafter) from CUDA graphs captured
-    /// per shape.
-    #[arg(long)]
-    pub cuda_graphs: bool,
+    /// per shape. On by default there; `--cuda-graphs false` turns them off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cuda_graphs: Option<bool>,
     /// Three-lane policies: draft for requests as soon as they return from verification, in
     /// groups that overlap draft and verify, instead of gathering everyone into one round.
     #[arg(long)]
@@ -152,6 +152,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .transpose()
         .map_err(|e| bad("acceptance", e))?;
     let speculates = policies.iter().any(|p| p.speculates());
+    let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
     let draft = DraftChoice::parse(&a.draft)?;
     for &p in &policies {
         let mut cfg = RuntimeConfig::new(p, a.num_draft);
@@ -208,7 +209,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 blocks,
                 block_size: BLOCK_SIZE,
                 decode_sms: a.decode_sms,
-                decode_graphs: a.cuda_graphs,
+                decode_graphs: graphs,
             };
             let out = run_once(&setup, &cfg, reqs.clone(), &times, &mut || {
                 bar.inc(1)
@@ -255,12 +256,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             BackendKind::Cpu => cpu_name(),
             BackendKind::Cuda => super::engines::gpu_name(),
         },
-        models: if speculates {
-            let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
-            let groups = if a.cuda_graphs { format!("{groups}, decode CUDA graphs") } else { groups.to_string() };
-            format!("{name}, draft {} (L = {}){groups}", a.draft, a.num_draft)
-        } else {
-            name
+        models: {
+            let graphs = if graphs { ", decode CUDA graphs" } else { "" };
+            if speculates {
+                let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
+                format!("{name}, draft {} (L = {}){groups}{graphs}", a.draft, a.num_draft)
+            } else {
+                format!("{name}{graphs}")
+            }
         },
         seed: a.seed,
         ignore_eos,

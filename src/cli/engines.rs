@@ -121,6 +121,19 @@ pub struct RunSetup<'a> {
 /// # Errors
 /// Backend construction (no driver, too little memory, a bad partition size, ...) or the
 /// run's own errors.
+/// Whether decode steps replay from CUDA graphs: `--cuda-graphs` as given, or by default on
+/// with `--backend cuda` and off on the CPU.
+///
+/// # Errors
+/// `--cuda-graphs` (true) with `--backend cpu`.
+pub fn decode_graphs(kind: BackendKind, asked: Option<bool>) -> Result<bool> {
+    match (kind, asked) {
+        (BackendKind::Cpu, Some(true)) => Err(bad("cuda_graphs", "CUDA graphs need --backend cuda")),
+        (BackendKind::Cpu, _) => Ok(false),
+        (BackendKind::Cuda, asked) => Ok(asked.unwrap_or(true)),
+    }
+}
+
 pub fn run_once(
     setup: &RunSetup<'_>,
     cfg: &RuntimeConfig,
@@ -328,3 +341,19 @@ mod cuda {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_graphs, BackendKind};
+
+    #[test]
+    fn decode_graphs_default_on_for_cuda_off_for_cpu_and_refused_on_cpu_when_asked() {
+        assert!(decode_graphs(BackendKind::Cuda, None).unwrap());
+        assert!(!decode_graphs(BackendKind::Cuda, Some(false)).unwrap());
+        assert!(decode_graphs(BackendKind::Cuda, Some(true)).unwrap());
+        assert!(!decode_graphs(BackendKind::Cpu, None).unwrap());
+        assert!(!decode_graphs(BackendKind::Cpu, Some(false)).unwrap());
+        let e = decode_graphs(BackendKind::Cpu, Some(true)).unwrap_err().to_string();
+        assert!(e.contains("cuda_graphs"), "{e}");
+    }
+}

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Prompt tokens per prefill step, over all prefilling requests.
     #[arg(long, default_value_t = 256)]
     pub prefill_budget: usize,
+    /// With --backend cuda: replay decode steps (target and drafter) from CUDA graphs captured
+    /// per shape. On by default there; `--cuda-graphs false` turns them off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub cuda_graphs: Option<bool>,
     /// Seconds to let admitted requests finish after SIGTERM before aborting them.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout: f64,
@@ -121,6 +125,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     // The drafter's cache: room for every running request's context and its drafts.
     let draft_blocks = blocks * 2 + a.max_running;
+    let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
     let service = match a.backend {
         BackendKind::Cpu => {
             let m: Arc<Model> = Arc::from(model);
@@ -130,7 +135,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 Ok((engine, drafter))
             })?
         }
-        BackendKind::Cuda => spawn_cuda(cfg, ModelSource::Loaded(model), draft, blocks, draft_blocks)?,
+        BackendKind::Cuda => spawn_cuda(cfg, ModelSource::Loaded(model), draft, blocks, draft_blocks, graphs)?,
     };
     let state = Arc::new(AppState::new(Arc::new(service), Arc::new(tokenizer), limits));
     let backend = match a.backend {
@@ -149,14 +154,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
 /// The service with target and drafter on GPU 0, built on the serving thread as
 /// `vpd bench --backend cuda` builds them.
 #[cfg(feature = "cuda")]
-fn spawn_cuda(cfg: ServiceConfig, target: ModelSource, draft: Option<DraftSpec>, blocks: usize, draft_blocks: usize) -> Result<Service> {
+fn spawn_cuda(
+    cfg: ServiceConfig,
+    target: ModelSource,
+    draft: Option<DraftSpec>,
+    blocks: usize,
+    draft_blocks: usize,
+    graphs: bool,
+) -> Result<Service> {
     Service::spawn(cfg, move || {
         let choice = draft.map(super::engines::DraftChoice::Spec);
-        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None, false)
+        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None, graphs)
     })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn spawn_cuda(_: ServiceConfig, _: ModelSource, _: Option<DraftSpec>, _: usize, _: usize) -> Result<Service> {
+fn spawn_cuda(_: ServiceConfig, _: ModelSource, _: Option<DraftSpec>, _: usize, _: usize, _: bool) -> Result<Service> {
     Err(bad("backend", "this binary was built without the `cuda` feature"))
 }
