@@ -103,22 +103,18 @@ fn main() {
             unsafe { cudarc::driver::sys::cuProfilerStop() };
         }
         let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
-        let graph = match be.capture_step(&step) {
+        // One capture of the prepared step, replayed (None when capture fails, which it says).
+        let graph_time = |be: &mut CudaBackend, what: &str| match be.capture_step(&step) {
             Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
             Err(e) => {
-                println!("decode_step {name}: graph capture failed: {e}");
+                println!("decode_step {name}: graph capture ({what}) failed: {e}");
                 None
             }
         };
+        let graph = graph_time(&mut be, "fused path");
         // The same graph with decode layers on cuBLAS and the separate kernels (no fused GEMV).
         be.set_gemv(false);
-        let graph_blas = match be.capture_step(&step) {
-            Ok(g) => Some(median(&ctx_h, &stream_h, || be.replay_step(&g).expect("replay"))),
-            Err(e) => {
-                println!("decode_step {name}: graph capture (cuBLAS path) failed: {e}");
-                None
-            }
-        };
+        let graph_blas = graph_time(&mut be, "cuBLAS path");
         be.set_gemv(true);
         let dev = be.device();
         let rows = [

@@ -76,6 +76,17 @@ pub(crate) fn nan_bf16(dev: &Device, n: usize) -> Result<cudarc::driver::CudaSli
     dev.upload(&vec![0x7fc0u16; n])
 }
 
+/// `silu(gate) · up` of fused gate|up rows `[tokens, 2·ff]` on the CPU.
+pub(crate) fn swiglu_ref(gate_up: &[f32], ff: usize) -> Vec<f32> {
+    let (mut g, mut u) = (Vec::new(), Vec::new());
+    for row in gate_up.chunks_exact(2 * ff) {
+        g.extend_from_slice(&row[..ff]);
+        u.extend_from_slice(&row[ff..]);
+    }
+    cpu_ops::silu_mul(&mut g, &u);
+    g
+}
+
 /// Every kernel against its CPU reference at odd sizes.
 ///
 /// # Errors
@@ -145,12 +156,7 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         let d_gu = dev.upload(&gu)?;
         let mut out = nan_bf16(dev, t * ff)?;
         ops::swiglu(dev, &d_gu, &mut out, t, ff)?;
-        let (mut g, mut u) = (Vec::new(), Vec::new());
-        for row in gu.chunks_exact(2 * ff) {
-            g.extend_from_slice(&row[..ff]);
-            u.extend_from_slice(&row[ff..]);
-        }
-        cpu_ops::silu_mul(&mut g, &u);
+        let g = swiglu_ref(&gu, ff);
         let got = from_bf16(&dev.download(&out, t * ff)?);
         rows.push(CheckRow::new("swiglu", format!("T={t} ff={ff}"), norm_err(&got, &g), TOL_BF16));
     }

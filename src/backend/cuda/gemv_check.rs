@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::check::{nan_bf16, nan_f32, norm_err, randn, round_bf16, CheckRow, TOL_BF16, TOL_F32};
+use super::check::{nan_bf16, nan_f32, norm_err, randn, round_bf16, swiglu_ref, CheckRow, TOL_BF16, TOL_F32};
 use super::device::Device;
 use super::gemv::{gemv, GemvIn, GemvOut};
 use super::ops::{from_bf16, to_bf16, HeadShape, KvCache};
@@ -70,12 +70,7 @@ pub fn gemv_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         gemv(dev, input, &dw, GemvOut::Swiglu { act: &mut act }, t, din, 2 * ff)?;
         let mut gu = vec![0.0; t * 2 * ff];
         matmul::linear(&x, &w, &mut gu, t, din, 2 * ff);
-        let (mut g, mut u) = (Vec::new(), Vec::new());
-        for row in gu.chunks_exact(2 * ff) {
-            g.extend_from_slice(&row[..ff]);
-            u.extend_from_slice(&row[ff..]);
-        }
-        cpu_ops::silu_mul(&mut g, &u);
+        let g = swiglu_ref(&gu, ff);
         let got = from_bf16(&dev.download(&act, t * ff)?);
         rows.push(CheckRow::new("gemv swiglu", format!("T={t} {din}->2x{ff}"), norm_err(&got, &g), TOL_BF16));
     }
