@@ -7,18 +7,18 @@
 // - epilogues: the residual add (beta = 1), SwiGLU (Shazeer 2020) over a gate row and its up
 //   row, or rotate-half RoPE (Su et al. 2021) with the paged K/V cache write (Kwon et al. 2023).
 // At batch 1 the step is a stream of weight reads (shared ALGORITHMS.md, "Bandwidth floor"):
-// each warp streams two weight rows (or its share of their K) with 16-byte loads, GEMV_UNROLL(T)
+// each warp streams two weight rows (or its share of their K) with 16-byte loads, GEMV_UNROLL
 // of them in flight per row and lane (evict-first: weights are read once per step), and the
-// blocks loop over the rows so that the prologue is paid once per block, not once per pair. The math matches
-// rms_norm_kernel, swiglu_kernel and rope_kv_kernel (the cuBLAS path) bit for bit except for
-// the order of the f32 sums.
+// blocks loop over the rows so that the prologue is paid once per block, not once per pair.
+// The math matches rms_norm_kernel, swiglu_kernel and rope_kv_kernel (the cuBLAS path) except
+// for the order of the f32 sums.
 #include "vpd_common.cuh"
 #include "vpd_params.h"
 
 #define GEMV_WARPS 8
 // 16-byte loads in flight per row and lane. 8 for one token (about 120 registers, 2 blocks a
-// SM) measured 4–16% slower than 4 on the H200 (docs/perf.md).
-#define GEMV_UNROLL(T) 4
+// SM) measured 4–16% slower than 4 on the H200 (docs/perf.md, run O).
+#define GEMV_UNROLL 4
 
 template <int T>
 static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32_t r0, uint32_t r1, bool has1,
@@ -62,7 +62,7 @@ static __device__ __forceinline__ void gemv_epilogue(const GemvParams &p, uint32
 
 template <int T, bool NORM>
 static __device__ __forceinline__ void gemv(const GemvParams &p) {
-    constexpr int U = GEMV_UNROLL(T);
+    constexpr int U = GEMV_UNROLL;
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t chunks = p.k / 8;  // 16-byte chunks of a weight row
     float inv[T];

@@ -494,7 +494,7 @@ impl CudaBackend {
         self.graphs = on.then(graphs::DecodeGraphs::default);
     }
 
-    /// Runs decode-sized steps (at most [`gemv::GEMV_MAX_T`] tokens) through the fused GEMV
+    /// Runs decode-sized steps (at most [`FUSED_MAX_T`] tokens) through the fused GEMV
     /// kernels (`true`, the default) or through cuBLAS and the separate kernels, for side-by-side
     /// checks and benches. Drops captured decode graphs, which hold the other path.
     pub fn set_gemv(&mut self, on: bool) {
