@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
             };
             let tag = if path == ops::AttnPath::Gqa { "attn_gqa" } else { "attn_generic" };
-            common::profile_once(&dev, &format!("{tag}/{batch}x{ctx}"), &mut run);
+            common::profile_once(&dev.stream, &format!("{tag}/{batch}x{ctx}"), &mut run);
             let size = format!("batch={batch} ctx={ctx} splits={splits}");
             common::report(&dev, tag, &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
             if path == ops::AttnPath::Gqa {

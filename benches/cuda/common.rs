@@ -78,16 +78,17 @@ pub fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Runs `f` once inside a profiler range when `VPD_PROFILE` names `case` (for
-/// `ncu --profile-from-start off`, which then profiles only the kernels `f` launches).
-pub fn profile_once(dev: &Device, case: &str, mut f: impl FnMut()) {
+/// `ncu --profile-from-start off`, which then profiles only the kernels `f` launches on
+/// `stream`).
+pub fn profile_once(stream: &cudarc::driver::CudaStream, case: &str, mut f: impl FnMut()) {
     if std::env::var("VPD_PROFILE").ok().as_deref() != Some(case) {
         return;
     }
-    dev.stream.synchronize().expect("sync");
+    stream.synchronize().expect("sync");
     // SAFETY: plain driver calls on the current context, no pointers passed.
     unsafe { cudarc::driver::sys::cuProfilerStart() };
     f();
-    dev.stream.synchronize().expect("sync");
+    stream.synchronize().expect("sync");
     // SAFETY: as above.
     unsafe { cudarc::driver::sys::cuProfilerStop() };
 }

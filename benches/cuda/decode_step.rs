@@ -93,15 +93,7 @@ fn main() {
         be.launch_step(&step).expect("launch");
         be.read_logits(&step).expect("sync");
         let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
-        if std::env::var("VPD_PROFILE").ok().as_deref() == Some(name) {
-            stream_h.synchronize().expect("sync");
-            // SAFETY: plain driver calls on the current context (ncu --profile-from-start off).
-            unsafe { cudarc::driver::sys::cuProfilerStart() };
-            be.launch_step(&step).expect("launch");
-            stream_h.synchronize().expect("sync");
-            // SAFETY: as above.
-            unsafe { cudarc::driver::sys::cuProfilerStop() };
-        }
+        common::profile_once(&stream_h, name, || be.launch_step(&step).expect("launch"));
         let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
         // One capture of the prepared step, replayed (None when capture fails, which it says).
         let graph_time = |be: &mut CudaBackend, what: &str| match be.capture_step(&step) {

@@ -25,7 +25,7 @@ const BLOCKS_PER_SM: u32 = 3;
 
 /// Whether a step of `tokens` tokens over inputs of `d_in` elements can take the GEMV path.
 pub fn gemv_fits(tokens: usize, d_in: usize) -> bool {
-    (1..=GEMV_MAX_T).contains(&tokens) && d_in > 0 && d_in % 8 == 0 && u32::try_from(d_in).is_ok()
+    (1..=GEMV_MAX_T).contains(&tokens) && d_in > 0 && d_in.is_multiple_of(8) && u32::try_from(d_in).is_ok()
 }
 
 /// The input rows of a [`gemv`].
@@ -157,7 +157,7 @@ pub fn gemv(
             p.beta = beta;
         }
         GemvOut::Swiglu { act } => {
-            if d_out % 2 != 0 {
+            if !d_out.is_multiple_of(2) {
                 return Err(shape_err("gemv (SwiGLU)", format!("odd gate|up width {d_out}")));
             }
             check_len("gemv", "act", act, tokens * d_out / 2)?;

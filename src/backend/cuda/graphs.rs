@@ -1,7 +1,7 @@
 //! CUDA-graph replay of decode steps (issue 4, item 4). A decode step (every sequence feeds one
-//! token as a chain and wants its logits row) launches about ten kernels a layer; replaying
-//! them as one captured graph removes the launch gaps (benches/cuda/decode_step.rs, H200: the
-//! 1B step 1.55 → 1.23 ms, the 8B step 5.8 → 5.2 ms).
+//! token as a chain and wants its logits row) launches five to twelve kernels a layer; replaying
+//! them as one captured graph removes the launch gaps (benches/cuda/decode_step.rs, H200, run S
+//! in docs/perf.md: the 1B step 1.127 → 1.036 ms, the 8B step 4.907 → 4.728 ms).
 //!
 //! What a graph bakes in: the buffers' addresses and every by-value kernel argument. So a
 //! graph is kept per [`DecodeKey`]: sequences (= tokens = logits rows), block-table stride

@@ -378,15 +378,11 @@ impl CudaBackend {
         let (h, ff, eps, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps, cfg.vocab_size);
         let (t, r, splits) = (st.tokens, st.logit_rows, st.splits);
         let d = &self.dev;
-        let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
-        ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
         // Steps of at most FUSED_MAX_T tokens take the fused GEMV path (five launches a layer,
         // gemv.rs); larger ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
-        let fused = self.gemv
-            && t <= FUSED_MAX_T
-            && gemv::gemv_fits(t, h)
-            && gemv::gemv_fits(t, s.q_dim())
-            && gemv::gemv_fits(t, ff);
+        let (fused, fused_head) = (self.takes_fused_path(t, &[h, s.q_dim(), ff]), self.takes_fused_path(r, &[h]));
+        let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
+        ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
         for (l, lw) in self.layers.iter().enumerate().take(st.num_layers) {
             if fused {
                 let rope = GemvOut::RopeKv {
@@ -435,7 +431,7 @@ impl CudaBackend {
         if r > 0 {
             ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
             let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-            if self.gemv && r <= FUSED_MAX_T && gemv::gemv_fits(r, h) {
+            if fused_head {
                 let logits = GemvOut::F32 { y: &mut ws.logits, beta: 0.0 };
                 gemv::gemv(d, GemvIn::Bf16(&ws.normed), head, logits, r, h, vocab)?;
             } else {
@@ -443,6 +439,11 @@ impl CudaBackend {
             }
         }
         Ok(())
+    }
+
+    /// Whether `tokens` rows with inputs of these widths go through the fused GEMV kernels.
+    fn takes_fused_path(&self, tokens: usize, input_widths: &[usize]) -> bool {
+        self.gemv && tokens <= FUSED_MAX_T && input_widths.iter().all(|&w| gemv::gemv_fits(tokens, w))
     }
 
     /// Copies the step's logits rows to the host (synchronises the stream).
@@ -489,7 +490,8 @@ impl CudaBackend {
 
     /// Replays decode steps (every sequence one token, as a chain, wanting its logits row)
     /// from CUDA graphs captured per shape instead of launching their kernels one by one
-    /// ([`graphs`]). Off by default; other steps always run the ordinary way.
+    /// ([`graphs`]). Off by default here (`vpd bench` and `vpd serve` turn it on with
+    /// `--backend cuda`); other steps always run the ordinary way.
     pub fn set_decode_graphs(&mut self, on: bool) {
         self.graphs = on.then(graphs::DecodeGraphs::default);
     }

@@ -359,14 +359,9 @@ pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
 /// positions long, at most 64 splits. The block count is tokens × KV heads on the GQA path,
 /// tokens × query heads on the generic one.
 pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
-    let (per_token, resident) = match attn_path(shape, 0) {
-        AttnPath::Gqa => (shape.n_kv_heads, 4 * sm_count),
-        AttnPath::Generic => (shape.n_heads, 8 * sm_count),
-    };
-    let blocks = (tokens * per_token).max(1);
     let want = match attn_path(shape, 0) {
-        AttnPath::Gqa => resident / blocks,
-        AttnPath::Generic => resident.div_ceil(blocks),
+        AttnPath::Gqa => (4 * sm_count) / (tokens * shape.n_kv_heads).max(1),
+        AttnPath::Generic => (8 * sm_count).div_ceil((tokens * shape.n_heads).max(1)),
     };
     want.min(max_context.div_ceil(128)).clamp(1, 64)
 }
