@@ -167,6 +167,97 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
     }
 }
 
+/// A CPU backend whose forked executors count their forwards: the prefill lane's thread runs
+/// on a fork, never on the original.
+struct ForkCounting {
+    inner: CpuBackend,
+    fork_forwards: Arc<AtomicUsize>,
+    is_fork: bool,
+}
+
+impl Backend for ForkCounting {
+    fn config(&self) -> &vpd_formats::LlamaConfig {
+        self.inner.config()
+    }
+    fn kv_geometry(&self) -> (usize, usize) {
+        self.inner.kv_geometry()
+    }
+    fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Logits> {
+        if self.is_fork {
+            self.fork_forwards.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.forward_layers(plan, num_layers)
+    }
+    fn fork_executor(&mut self) -> verify_pd::error::Result<Option<Box<dyn Backend>>> {
+        let inner = self.inner.fork();
+        Ok(Some(Box::new(ForkCounting { inner, fork_forwards: Arc::clone(&self.fork_forwards), is_fork: true })))
+    }
+    fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> verify_pd::error::Result<()> {
+        self.inner.copy_blocks(pairs)
+    }
+    fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> verify_pd::error::Result<()> {
+        self.inner.move_slots(block_table, moves)
+    }
+}
+
+#[test]
+fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_fork() {
+    let (_d, m) = tiny(4);
+    let reqs = requests(7);
+    let want = plain(&m, &reqs);
+    for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
+        let mut cfg = RuntimeConfig::new(policy, 3);
+        cfg.prefill_budget = 8; // several chunks per prompt, beside drafting and verifying
+        cfg.max_running = 6;
+        cfg.prefill_thread = true;
+        for gap_s in [0.0, 0.003] {
+            let fork_forwards = Arc::new(AtomicUsize::new(0));
+            let backend = ForkCounting {
+                inner: CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), 96, 4).expect("backend"),
+                fork_forwards: Arc::clone(&fork_forwards),
+                is_fork: false,
+            };
+            let mut e = Engine::new(backend).expect("engine");
+            let mut drafter = cpu_drafter(&DraftSpec::LayerSkip(1), &m, 200, 4).expect("drafter");
+            let times: Vec<f64> = (0..reqs.len()).map(|i| i as f64 * gap_s).collect();
+            let out = run_workload(&mut e, Some(&mut *drafter), &cfg, reqs.clone(), &times, &mut || {}).expect("run");
+            for (i, o) in out.outcomes.iter().enumerate() {
+                assert_eq!(o.result, Ok(FinishReason::Length), "{policy} gap {gap_s} request {i}");
+                assert_eq!(o.tokens, want[i], "{policy} gap {gap_s} request {i}");
+            }
+            let chunks = fork_forwards.load(Ordering::Relaxed) as u64;
+            assert!(chunks > 0, "{policy}: the prefill lane ran");
+            assert_eq!(chunks, out.lane_steps[2], "{policy}: every prefill step ran on the fork");
+            assert_eq!(e.blocks().num_used(), 0, "{policy}: blocks leaked");
+        }
+    }
+}
+
+#[test]
+fn sampled_tokens_do_not_depend_on_where_prefill_runs() {
+    // Each request draws from its own seeded samplers, so moving its prefill to another thread
+    // (and so changing when everything runs) must not change a single token.
+    let (_d, m) = tiny(5);
+    let reqs: Vec<GenerateRequest> = requests(6)
+        .into_iter()
+        .map(|mut r| {
+            r.sampling = SamplingParams { temperature: 0.9, ..r.sampling };
+            r
+        })
+        .collect();
+    for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
+        let mut cfg = RuntimeConfig::new(policy, 3);
+        cfg.prefill_budget = 8;
+        cfg.max_running = 6;
+        let base = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 96, &reqs, 0.001);
+        cfg.prefill_thread = true;
+        let threaded = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 96, &reqs, 0.001);
+        for (i, (a, b)) in base.outcomes.iter().zip(&threaded.outcomes).enumerate() {
+            assert_eq!(a.tokens, b.tokens, "{policy} request {i}");
+        }
+    }
+}
+
 #[test]
 fn overload_preempts_by_recompute_and_loses_nothing() {
     let (_d, m) = tiny(3);
@@ -183,6 +274,22 @@ fn overload_preempts_by_recompute_and_loses_nothing() {
         // 14 blocks of 4 tokens: about two requests fit at once; all arrive together.
         // A budget that admits several prompts in one step, so decoding outgrows the cache.
         let out = run(&m, policy, &DraftSpec::LayerSkip(1), 14, &reqs, 0.0, 64);
+        check_overload(policy, &out, &want);
+    }
+    // With prefill chunks on the prefill lane's thread: a request preempted or aborted while
+    // its chunk is out waits for the chunk before its blocks go back.
+    for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
+        let mut cfg = RuntimeConfig::new(policy, 3);
+        cfg.prefill_budget = 64;
+        cfg.max_running = 6;
+        cfg.prefill_thread = true;
+        let out = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 14, &reqs, 0.0);
+        check_overload(policy, &out, &want);
+    }
+}
+
+fn check_overload(policy: Policy, out: &RunOutput, want: &[Vec<u32>]) {
+    {
         eprintln!("{policy}: {} preemptions", out.metrics.preemptions);
         assert!(out.metrics.preemptions > 0, "{policy}: overload must preempt");
         for (i, o) in out.outcomes.iter().enumerate().take(10) {

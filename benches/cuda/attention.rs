@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let meta = ops::AttnMeta::upload(&dev, &f).unwrap();
         let mut cache = ops::KvCache::new(&dev, 1, nb, bs, shape.kv_dim()).unwrap();
         let fill = common::rand_bf16(cache.buf.len(), 3);
-        dev.upload_into(&fill, &mut cache.buf).unwrap();
+        dev.upload_into(&fill, cache.unshared_buf().unwrap()).unwrap();
         let q = dev.upload(&common::rand_f32(batch * shape.q_dim(), 1)).unwrap();
         let mut out = dev.alloc::<u16>(batch * shape.q_dim()).unwrap();
         let bytes = (batch * (ctx + 1) * shape.kv_dim() * 2 * 2) as f64;

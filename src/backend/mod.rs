@@ -164,6 +164,18 @@ pub trait Backend: Send {
     fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Argmax> {
         Ok(Argmax::of(&self.forward_layers(plan, num_layers)?))
     }
+    /// A second executor for another lane's thread (the prefill lane): the same weights and
+    /// the same paged KV cache, its own scratch buffers and, on a GPU, its own stream. Every
+    /// call on either executor returns only once its cache writes are done, and the runtime
+    /// hands each sequence to one lane at a time, so the two never touch the same slots at
+    /// once. `None`: this backend cannot share its cache, and the caller keeps that lane's work
+    /// on its own thread.
+    ///
+    /// # Errors
+    /// A backend failure making the executor (a stream, a library handle).
+    fn fork_executor(&mut self) -> Result<Option<Box<dyn Backend>>> {
+        Ok(None)
+    }
     /// Copies whole cache blocks `src → dst` (copy-on-write after a fork).
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()>;
     /// Moves cache slots of one sequence: `(from_slot, to_slot)` in order, through its block table

@@ -73,6 +73,12 @@ pub struct BenchArgs {
     /// groups that overlap draft and verify, instead of gathering everyone into one round.
     #[arg(long)]
     pub overlap_groups: bool,
+    /// Three-lane policies: run the target's prefill chunks on the prefill lane's own thread
+    /// and executor (on the GPU its own stream at the lowest priority), beside the verify
+    /// forwards. On by default with --backend cuda, off on the CPU (where the two executors
+    /// share one cache and take turns).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub prefill_thread: Option<bool>,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -153,6 +159,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .map_err(|e| bad("acceptance", e))?;
     let speculates = policies.iter().any(|p| p.speculates());
     let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
+    let prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
     let draft = DraftChoice::parse(&a.draft)?;
     for &p in &policies {
         let mut cfg = RuntimeConfig::new(p, a.num_draft);
@@ -201,6 +208,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.synthetic = synthetic;
             cfg.seed = a.seed;
             cfg.overlap_groups = a.overlap_groups;
+            cfg.prefill_thread = prefill_thread;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -260,7 +268,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let graphs = if graphs { ", decode CUDA graphs" } else { "" };
             if speculates {
                 let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
-                format!("{name}, draft {} (L = {}){groups}{graphs}", a.draft, a.num_draft)
+                let chunks = if prefill_thread { ", prefill lane thread" } else { "" };
+                format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}", a.draft, a.num_draft)
             } else {
                 format!("{name}{graphs}")
             }

@@ -134,6 +134,13 @@ pub fn decode_graphs(kind: BackendKind, asked: Option<bool>) -> Result<bool> {
     }
 }
 
+/// Whether the three-lane policies run prefill chunks on the prefill lane's own thread:
+/// `--prefill-thread` as given, or by default on with `--backend cuda` (its own stream beside
+/// the verify forwards) and off on the CPU (one cache lock: the lanes' forwards take turns).
+pub fn prefill_thread(kind: BackendKind, asked: Option<bool>) -> bool {
+    asked.unwrap_or(kind == BackendKind::Cuda)
+}
+
 pub fn run_once(
     setup: &RunSetup<'_>,
     cfg: &RuntimeConfig,
@@ -256,10 +263,12 @@ mod cuda {
         se.generate(req)
     }
 
-    /// The target engine and the drafter on GPU 0. With `decode_sms`, the drafter runs in a
-    /// green-context partition of that many SMs and the target (verify and prefill) on the
-    /// rest; the backends keep the partitions alive. With `decode_graphs`, both replay their
-    /// decode steps from CUDA graphs.
+    /// The target engine and the drafter on GPU 0, on the three lanes' streams: the drafter on
+    /// the decode lane (highest priority), the target on the verify lane, and executors the
+    /// runtime forks from the target on the prefill lane (lowest). With `decode_sms`, the decode
+    /// lane is a green-context partition of that many SMs and verify and prefill share the
+    /// rest; the backends keep the lanes alive. With `decode_graphs`, both replay their decode
+    /// steps from CUDA graphs.
     pub fn parts(
         target: &ModelSource,
         draft: Option<&DraftChoice>,
@@ -271,16 +280,19 @@ mod cuda {
     ) -> Result<(Engine<CudaBackend>, Option<Box<dyn Drafter>>)> {
         let mut target_backend = backend(target, blocks, block_size)?;
         target_backend.set_decode_graphs(decode_graphs);
-        let lanes = decode_sms.map(|n| Lanes::new(target_backend.device(), n)).transpose()?;
-        if let Some(l) = &lanes {
-            tracing::info!("lanes: {:?}", l.isolation);
-            target_backend.bind_lane(&l.verify)?;
-        }
+        let lanes = match decode_sms {
+            Some(n) => Lanes::new(target_backend.device(), n)?,
+            None => Lanes::streams(target_backend.device(), "no --decode-sms: every lane on the whole GPU")?,
+        };
+        tracing::info!("lanes: {:?}", lanes.isolation);
+        target_backend.bind_lane(&lanes.verify)?;
+        // The runtime's prefill lane forks its executor from the target (`prefill_thread`).
+        target_backend.set_fork_lane(&lanes.prefill);
         let engine = Engine::new(target_backend)?;
         let copy = |blocks| backend(target, blocks, block_size);
         let vocab = target.config().vocab_size;
         let drafter = draft
-            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, lanes.as_ref().map(|l| &l.decode), decode_graphs))
+            .map(|d| drafter(d, vocab, &copy, draft_blocks, block_size, Some(&lanes.decode), decode_graphs))
             .transpose()?;
         Ok((engine, drafter))
     }

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// per shape. On by default there; `--cuda-graphs false` turns them off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub cuda_graphs: Option<bool>,
+    /// Three-lane policies: run the target's prefill chunks on the prefill lane's own thread
+    /// and executor. On by default with --backend cuda, off on the CPU.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub prefill_thread: Option<bool>,
     /// Seconds to let admitted requests finish after SIGTERM before aborting them.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout: f64,
@@ -87,6 +91,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let mut runtime = RuntimeConfig::new(policy, if policy.speculates() { a.num_draft } else { 0 });
     runtime.prefill_budget = a.prefill_budget;
     runtime.max_running = a.max_running;
+    runtime.prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
     runtime.validate()?;
     if !(a.drain_timeout.is_finite() && a.drain_timeout >= 0.0) {
         return Err(bad("drain_timeout", format!("must be finite and >= 0, got {}", a.drain_timeout)));

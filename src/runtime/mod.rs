@@ -146,6 +146,12 @@ pub struct RuntimeConfig {
     /// decode lane drafts every drafting request in one batch once the others are back, one
     /// round at a time (docs/perf.md, run H, says why).
     pub overlap_groups: bool,
+    /// Three-lane policies: run the target's prefill chunks on the prefill lane's own thread,
+    /// on a second executor of the target ([`Backend::fork_executor`]; on the GPU its own
+    /// stream at the lowest priority), beside the serving thread's verify forwards instead of
+    /// between them. Off by default here; `vpd bench` and `vpd serve` turn it on with
+    /// `--backend cuda`. On the CPU the executors share one locked cache and take turns.
+    pub prefill_thread: bool,
 }
 
 impl RuntimeConfig {
@@ -161,6 +167,7 @@ impl RuntimeConfig {
             synthetic: None,
             seed: 0,
             overlap_groups: false,
+            prefill_thread: false,
         }
     }
 

@@ -4,6 +4,8 @@ mod commit;
 mod draft_lane;
 mod drafting;
 mod memory;
+mod prefill_lane;
+mod prefilling;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -21,7 +23,7 @@ use super::metrics::RuntimeMetrics;
 use super::service::Shared;
 use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
-use crate::backend::{Backend, LogitsWanted, StepPlan, StepRows};
+use crate::backend::{Backend, LogitsWanted, Row, StepPlan, StepRows};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, Proposal};
@@ -89,6 +91,13 @@ pub struct Runtime<'e, 'd, B: Backend> {
     drafts_in_flight: usize,
     /// Requests whose lane draft came back empty: they take a plain decode step.
     plain_ready: Vec<usize>,
+    /// The prefill lane's thread (three-lane policies with `prefill_thread`, when the backend
+    /// can fork an executor).
+    prefill_lane: Option<prefill_lane::PrefillHandle>,
+    /// Requests of the chunk out on the prefill lane (empty: none is out).
+    chunk_out: Vec<usize>,
+    /// A chunk back from the prefill lane, not yet applied.
+    chunk_back: Option<prefill_lane::ChunkDone>,
 }
 
 impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
@@ -149,6 +158,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             lane: None,
             drafts_in_flight: 0,
             plain_ready: Vec::new(),
+            prefill_lane: None,
+            chunk_out: Vec::new(),
+            chunk_back: None,
         })
     }
 
@@ -177,25 +189,48 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         on_done: &mut dyn FnMut(),
     ) -> Result<RunOutput> {
         let threaded = matches!(self.cfg.policy, Policy::ThreeLane | Policy::ThreeLaneAdaptive);
-        let drafter = if threaded { self.drafter.take() } else { None };
-        let Some(drafter) = drafter else {
+        if !threaded {
             return self.serve_loop(start, rx, on_done);
+        }
+        let drafter = self.drafter.take();
+        let executor = if self.cfg.prefill_thread {
+            self.engine.backend_mut().fork_executor()?
+        } else {
+            None
         };
-        // The decode lane's thread borrows the drafter for the run; dropping the handle
-        // closes its queue and ends it.
-        let (handle, jobs, events) = draft_lane::queues(self.cfg.max_running);
+        if drafter.is_none() && executor.is_none() {
+            return self.serve_loop(start, rx, on_done);
+        }
+        // The lane threads borrow the drafter and the second executor for the run; dropping
+        // the handles closes their queues and ends them.
         let chunk = self.cfg.prefill_budget;
         std::thread::scope(|s| {
-            let worker = std::thread::Builder::new()
-                .name("vpd-decode-lane".into())
-                .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events, chunk))
-                .map_err(|e| internal(format!("cannot start the decode lane's thread: {e}")))?;
-            self.lane = Some(handle);
+            let spawn_err = |what: &str, e: std::io::Error| internal(format!("cannot start the {what} lane's thread: {e}"));
+            let mut workers = Vec::new();
+            if let Some(drafter) = drafter {
+                let (handle, jobs, events) = draft_lane::queues(self.cfg.max_running);
+                let w = std::thread::Builder::new()
+                    .name("vpd-decode-lane".into())
+                    .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events, chunk))
+                    .map_err(|e| spawn_err("decode", e))?;
+                workers.push(("decode", w));
+                self.lane = Some(handle);
+            }
+            if let Some(mut executor) = executor {
+                let (handle, jobs, done) = prefill_lane::queues();
+                let w = std::thread::Builder::new()
+                    .name("vpd-prefill-lane".into())
+                    .spawn_scoped(s, move || prefill_lane::run(executor.as_mut(), &jobs, &done))
+                    .map_err(|e| spawn_err("prefill", e))?;
+                workers.push(("prefill", w));
+                self.prefill_lane = Some(handle);
+            }
             let out = self.serve_loop(start, rx, on_done);
             self.lane = None;
-            worker
-                .join()
-                .map_err(|_| internal("the decode lane's thread panicked"))?;
+            self.prefill_lane = None;
+            for (what, w) in workers {
+                w.join().map_err(|_| internal(format!("the {what} lane's thread panicked")))?;
+            }
             out
         })
     }
@@ -235,9 +270,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             if progressed {
                 continue;
             }
-            if self.drafts_in_flight > 0 {
-                // Everything runnable is out on the decode lane: wait for its drafts.
-                if let Err(e) = self.collect_drafts(Some(Duration::from_millis(50))) {
+            if self.drafts_in_flight > 0 || !self.chunk_out.is_empty() {
+                // Everything runnable is out on a lane thread: wait for an answer.
+                if let Err(e) = self.wait_for_lanes(Duration::from_millis(50)) {
                     if self.shared.is_none() {
                         return Err(e);
                     }
@@ -442,6 +477,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             }
             Policy::ThreeLane | Policy::ThreeLaneAdaptive => {
                 self.collect_drafts(None)?;
+                // The prefill lane's thread, where there is one, runs its chunks beside this
+                // thread's forwards: apply what came back, send the next chunk first.
+                let chunked = self.apply_chunk()? | self.dispatch_chunk()?;
                 // Gathering: requests back from verification wait while others are still out
                 // drafting or queued for verification, so that one draft batch and one verify
                 // forward serve everyone each round. Draft and verify steps are both bound by
@@ -456,10 +494,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     decode: (!gather && !self.decode_q.is_empty())
                         || (!hold_plain && !self.plain_ready.is_empty()),
                     verify: !self.verify_q.is_empty(),
-                    prefill: self.prefill_ready().then(|| self.prefill_age()),
+                    prefill: (self.prefill_lane.is_none() && self.prefill_ready()).then(|| self.prefill_age()),
                 };
                 match self.selector.select(&ready) {
-                    None => Ok(false),
+                    None => Ok(chunked),
                     // The target's decode-lane work (plain steps) and verify-lane work share
                     // one forward whenever both are ready: a forward below the compute ridge
                     // costs one read of the weights whatever its few hundred rows, so two
@@ -485,11 +523,11 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     Some(Lane::Verify) => {
                         let mut entries = self.take_verify()?;
                         entries.extend(self.take_plain());
-                        self.run_entries(entries)
+                        Ok(self.run_entries(entries)? || chunked)
                     }
                     Some(Lane::Prefill) => {
                         let entries = self.plan_prefill()?;
-                        self.run_entries(entries)
+                        Ok(self.run_entries(entries)? || chunked)
                     }
                 }
             }
@@ -528,9 +566,51 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         if entries.is_empty() {
             return Ok(true);
         }
+        let (plan, [has_decode, has_verify, has_prefill]) = self.build_plan(&entries)?;
+        let greedy = self.all_greedy(&entries);
+        let t0 = Instant::now();
+        let backend = self.engine.backend_mut();
+        let layers = backend.config().num_hidden_layers;
+        let rows = StepRows::forward(backend, &plan, layers, greedy)?;
+        let dt = t0.elapsed().as_secs_f64();
+        let now = self.now_s();
+        self.target_busy.record(now, dt);
+        if let (Some(c), false) = (&mut self.controller, has_prefill) {
+            c.observe_verify_step(plan.num_tokens(), dt);
+        }
+        for (lane, used) in [has_decode, has_verify, has_prefill]
+            .into_iter()
+            .enumerate()
+        {
+            self.out.lane_steps[lane] += u64::from(used);
+        }
+        let t = self.now_s();
+        for (s, (id, w)) in entries.into_iter().enumerate() {
+            match w {
+                Work::Decode => {
+                    let row = rows
+                        .last_row(s)
+                        .ok_or_else(|| internal("decode step returned no logits"))?;
+                    let r = &mut self.reqs[id];
+                    let tok = r.next_token(row)?;
+                    r.cached += 1;
+                    let n = self.push_tokens(id, &[tok]);
+                    self.settle(id, n, t)?;
+                }
+                Work::Verify(p) => self.apply_verify(id, &p, rows.seq_rows(s), t)?,
+                Work::Prefill(n) => self.apply_prefill(id, n, rows.last_row(s), t)?,
+            }
+        }
+        self.check_blocks()?;
+        Ok(true)
+    }
+
+    /// Grows each request's cache for its work and lays out the step. Returns the plan and
+    /// which lanes' work it carries: `[decode, verify, prefill]`.
+    fn build_plan(&mut self, entries: &[(usize, Work)]) -> Result<(StepPlan, [bool; 3])> {
         let mut seqs = Vec::with_capacity(entries.len());
         let (mut has_prefill, mut has_verify, mut has_decode) = (false, false, false);
-        for (id, w) in &entries {
+        for (id, w) in entries {
             let r = &self.reqs[*id];
             let seq = r
                 .seq
@@ -563,61 +643,38 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             self.engine.append(seq, tokens.len())?;
             seqs.push(self.engine.seq_step(seq, tokens, start_pos, logits));
         }
-        let plan = StepPlan { seqs };
-        let greedy = entries.iter().all(|(id, _)| {
+        Ok((StepPlan { seqs }, [has_decode, has_verify, has_prefill]))
+    }
+
+    /// Whether every request of `entries` is greedy and wants no logprobs, so that the step
+    /// needs only argmax rows.
+    fn all_greedy(&self, entries: &[(usize, Work)]) -> bool {
+        entries.iter().all(|(id, _)| {
             let r = &self.reqs[*id];
             r.req.sampling.is_greedy() && r.logprobs.is_none()
-        });
-        let t0 = Instant::now();
-        let backend = self.engine.backend_mut();
-        let layers = backend.config().num_hidden_layers;
-        let rows = StepRows::forward(backend, &plan, layers, greedy)?;
-        let dt = t0.elapsed().as_secs_f64();
-        let now = self.now_s();
-        self.target_busy.record(now, dt);
-        if let (Some(c), false) = (&mut self.controller, has_prefill) {
-            c.observe_verify_step(plan.num_tokens(), dt);
+        })
+    }
+
+    /// A prefill chunk of `n` tokens of request `id` ran; `row` is its last row, if it has one.
+    fn apply_prefill(&mut self, id: usize, n: usize, row: Option<Row<'_>>, t: f64) -> Result<()> {
+        self.reqs[id].cached += n;
+        let r = &self.reqs[id];
+        if r.cached < r.prefill_target {
+            return Ok(());
         }
-        for (lane, used) in [has_decode, has_verify, has_prefill]
-            .into_iter()
-            .enumerate()
-        {
-            self.out.lane_steps[lane] += u64::from(used);
-        }
-        let t = self.now_s();
-        for (s, (id, w)) in entries.into_iter().enumerate() {
-            match w {
-                Work::Decode => {
-                    let row = rows
-                        .last_row(s)
-                        .ok_or_else(|| internal("decode step returned no logits"))?;
-                    let r = &mut self.reqs[id];
-                    let tok = r.next_token(row)?;
-                    r.cached += 1;
-                    let n = self.push_tokens(id, &[tok]);
-                    self.settle(id, n, t)?;
-                }
-                Work::Verify(p) => self.apply_verify(id, &p, rows.seq_rows(s), t)?,
-                Work::Prefill(n) => {
-                    self.reqs[id].cached += n;
-                    let r = &self.reqs[id];
-                    if r.cached < r.prefill_target {
-                        continue;
-                    }
-                    self.waiting.retain(|&w| w != id);
-                    let emitted = if r.out_len() == 0 {
-                        let row = rows
-                            .last_row(s)
-                            .ok_or_else(|| internal("prefill returned no logits"))?;
-                        let tok = self.reqs[id].next_token(row)?;
-                        self.push_tokens(id, &[tok])
-                    } else {
-                        0
-                    };
-                    self.settle(id, emitted, t)?;
-                }
-            }
-        }
+        self.waiting.retain(|&w| w != id);
+        let emitted = if r.out_len() == 0 {
+            let row = row.ok_or_else(|| internal("prefill returned no logits"))?;
+            let tok = self.reqs[id].next_token(row)?;
+            self.push_tokens(id, &[tok])
+        } else {
+            0
+        };
+        self.settle(id, emitted, t)
+    }
+
+    /// The block manager's invariants, and one cached sequence per running request.
+    fn check_blocks(&self) -> Result<()> {
         self.engine
             .blocks()
             .check_invariants()
@@ -629,7 +686,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 self.running
             )));
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ pub mod kv_store;
 pub mod matmul;
 pub mod ops;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vpd_formats::LlamaConfig;
 
@@ -21,7 +21,11 @@ pub struct CpuBackend {
     config: LlamaConfig,
     weights: Arc<LlamaWeights>,
     inv_freq: Vec<f32>,
-    kv: KvStore,
+    /// Shared with the executors [`Backend::fork_executor`] makes; each call holds the lock for
+    /// its whole pass, so on the CPU the lanes' forwards take turns.
+    kv: Arc<Mutex<KvStore>>,
+    /// The cache's geometry, fixed at construction: `(num_blocks, block_size)`.
+    geometry: (usize, usize),
 }
 
 impl CpuBackend {
@@ -39,20 +43,37 @@ impl CpuBackend {
         let kv_dim = config.num_key_value_heads * config.head_dim;
         let kv = KvStore::new(config.num_hidden_layers, num_blocks, block_size, kv_dim);
         let inv_freq = config.rope_inv_freq();
-        Ok(Self { config, weights, inv_freq, kv })
+        Ok(Self { config, weights, inv_freq, kv: Arc::new(Mutex::new(kv)), geometry: (num_blocks, block_size) })
+    }
+
+    /// Another executor over the same weights and the same cache ([`Backend::fork_executor`]).
+    pub fn fork(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            weights: Arc::clone(&self.weights),
+            inv_freq: self.inv_freq.clone(),
+            kv: Arc::clone(&self.kv),
+            geometry: self.geometry,
+        }
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, KvStore>> {
+        self.kv
+            .lock()
+            .map_err(|_| EngineError::Backend("CPU KV cache: a thread panicked while writing it".into()))
     }
 
     /// Rejects plans that would index outside the cache or the vocabulary.
     fn check_plan(&self, plan: &StepPlan) -> Result<()> {
-        let bs = self.kv.block_size;
+        let (num_blocks, bs) = self.geometry;
         let bad = |detail: String| EngineError::Backend(format!("invalid step plan: {detail}"));
         for (s, seq) in plan.seqs.iter().enumerate() {
             let end = seq.start_pos + seq.tokens.len();
             if seq.block_table.len() * bs < end {
                 return Err(bad(format!("sequence {s}: {} blocks cannot hold {end} slots", seq.block_table.len())));
             }
-            if let Some(&b) = seq.block_table.iter().find(|&&b| b as usize >= self.kv.num_blocks) {
-                return Err(bad(format!("sequence {s}: block {b} >= {}", self.kv.num_blocks)));
+            if let Some(&b) = seq.block_table.iter().find(|&&b| b as usize >= num_blocks) {
+                return Err(bad(format!("sequence {s}: block {b} >= {num_blocks}")));
             }
             for (i, &t) in seq.tokens.iter().enumerate() {
                 if t as usize >= self.config.vocab_size {
@@ -75,7 +96,11 @@ impl Backend for CpuBackend {
     }
 
     fn kv_geometry(&self) -> (usize, usize) {
-        (self.kv.num_blocks, self.kv.block_size)
+        self.geometry
+    }
+
+    fn fork_executor(&mut self) -> Result<Option<Box<dyn Backend>>> {
+        Ok(Some(Box::new(self.fork())))
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {
@@ -86,6 +111,7 @@ impl Backend for CpuBackend {
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let (qd, kvd, ff) = (nh * hd, nkv * hd, cfg.intermediate_size);
         let num_layers = num_layers.min(cfg.num_hidden_layers);
+        let mut kv = self.store()?;
 
         // Flatten the plan: one row per new token.
         let mut tokens = Vec::new();
@@ -95,7 +121,7 @@ impl Backend for CpuBackend {
             for (index, pos) in seq.positions().into_iter().enumerate() {
                 tokens.push(TokenRef { seq: s, index });
                 positions.push(pos);
-                slots.push(self.kv.slot(&seq.block_table, seq.start_pos + index));
+                slots.push(kv.slot(&seq.block_table, seq.start_pos + index));
             }
         }
         let t = tokens.len();
@@ -121,10 +147,10 @@ impl Backend for CpuBackend {
                 q[r * qd..][..qd].chunks_exact_mut(hd).for_each(|head| ops::rope_rotate_half(head, pos, &self.inv_freq));
                 k[r * kvd..][..kvd].chunks_exact_mut(hd).for_each(|head| ops::rope_rotate_half(head, pos, &self.inv_freq));
                 let slot = slots[r];
-                self.kv.k[l][slot * kvd..][..kvd].copy_from_slice(&k[r * kvd..][..kvd]);
-                self.kv.v[l][slot * kvd..][..kvd].copy_from_slice(&v[r * kvd..][..kvd]);
+                kv.k[l][slot * kvd..][..kvd].copy_from_slice(&k[r * kvd..][..kvd]);
+                kv.v[l][slot * kvd..][..kvd].copy_from_slice(&v[r * kvd..][..kvd]);
             }
-            paged_attention(&plan.seqs, &tokens, &q, &self.kv, l, &shape, &mut attn);
+            paged_attention(&plan.seqs, &tokens, &q, &kv, l, &shape, &mut attn);
             linear(&attn, &lw.wo, &mut proj, t, qd, h);
             ops::add_assign(&mut x, &proj);
 
@@ -135,6 +161,7 @@ impl Backend for CpuBackend {
             linear(&gate, &lw.w_down, &mut proj, t, ff, h);
             ops::add_assign(&mut x, &proj);
         }
+        drop(kv); // the head needs no cache: let the other lane's pass start
 
         // Final norm and LM head, only on the rows that want logits.
         let mut rows = Vec::new();
@@ -162,26 +189,28 @@ impl Backend for CpuBackend {
     }
 
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
-        let (nb, bs) = (self.kv.num_blocks, self.kv.block_size);
+        let (nb, bs) = self.geometry;
+        let mut kv = self.store()?;
         for &(src, dst) in pairs {
             if src as usize >= nb || dst as usize >= nb {
                 return Err(EngineError::Backend(format!("copy_blocks: block pair ({src}, {dst}) outside 0..{nb}")));
             }
             for off in 0..bs {
-                self.kv.copy_slot(src as usize * bs + off, dst as usize * bs + off);
+                kv.copy_slot(src as usize * bs + off, dst as usize * bs + off);
             }
         }
         Ok(())
     }
 
     fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> Result<()> {
-        let cap = block_table.len() * self.kv.block_size;
+        let cap = block_table.len() * self.geometry.1;
+        let mut kv = self.store()?;
         for &(from, to) in moves {
             if from >= cap || to >= cap {
                 return Err(EngineError::Backend(format!("move_slots: ({from}, {to}) outside the {cap} slots of the table")));
             }
-            let (a, b) = (self.kv.slot(block_table, from), self.kv.slot(block_table, to));
-            self.kv.copy_slot(a, b);
+            let (a, b) = (kv.slot(block_table, from), kv.slot(block_table, to));
+            kv.copy_slot(a, b);
         }
         Ok(())
     }

@@ -288,7 +288,7 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         let mut cache = KvCache::new(dev, 1, blocks, bs, kvd)?;
         let mut host = to_bf16(&kv.k[0]);
         host.extend(to_bf16(&kv.v[0]));
-        dev.upload_into(&host, &mut cache.buf)?;
+        dev.upload_into(&host, cache.unshared_buf()?)?;
         let q = randn(rng, t * shape.q_dim(), 2.0);
         let d_q = dev.upload(&q)?;
         let meta = AttnMeta::upload(dev, &f)?;
@@ -345,7 +345,7 @@ fn kv_copy_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>> {
     let (layers, blocks, bs, kvd) = (3, 7, 16, 99);
     let mut cache = KvCache::new(dev, layers, blocks, bs, kvd)?;
     let host = to_bf16(&randn(rng, cache.buf.len(), 1.0));
-    dev.upload_into(&host, &mut cache.buf)?;
+    dev.upload_into(&host, cache.unshared_buf()?)?;
     // A chain of moves where a later pair reads what an earlier one wrote.
     let src = [5u32, 17, 40, 3, 99];
     let dst = [17u32, 40, 41, 3, 0];

@@ -92,16 +92,26 @@ impl GreedyRows {
 /// tokens the 8B projections lose more to cuBLAS than the fusion saves (docs/perf.md, run O).
 pub const FUSED_MAX_T: usize = 2;
 
-pub struct CudaBackend {
-    config: LlamaConfig,
-    shape: HeadShape,
-    dev: Device,
+/// The model on the device, shared by a backend and the executors it forks
+/// ([`Backend::fork_executor`]).
+struct DeviceWeights {
     embed: CudaSlice<u16>,
     lm_head: Option<CudaSlice<u16>>,
     norm: CudaSlice<u16>,
     layers: Vec<LayerW>,
     inv_freq: CudaSlice<f32>,
+}
+
+pub struct CudaBackend {
+    config: LlamaConfig,
+    shape: HeadShape,
+    dev: Device,
+    w: Arc<DeviceWeights>,
+    /// Shared with forked executors: each writes only the slots of the sequences its lane
+    /// owns, and finishes its writes before the call returns.
     cache: KvCache,
+    /// The lane [`Backend::fork_executor`] binds its executors to ([`CudaBackend::set_fork_lane`]).
+    fork_lane: Option<Arc<lanes::Lane>>,
     ws: Option<Workspace>,
     /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
     ws_generation: u64,
@@ -257,12 +267,9 @@ impl CudaBackend {
             config,
             shape,
             dev,
-            embed,
-            lm_head,
-            norm,
-            layers,
-            inv_freq,
+            w: Arc::new(DeviceWeights { embed, lm_head, norm, layers, inv_freq }),
             cache,
+            fork_lane: None,
             ws,
             ws_generation: 0,
             graphs: None,
@@ -382,14 +389,15 @@ impl CudaBackend {
         // gemv.rs); larger ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
         let (fused, fused_head) = (self.takes_fused_path(t, &[h, s.q_dim(), ff]), self.takes_fused_path(r, &[h]));
         let ws = self.ws.as_mut().ok_or_else(|| EngineError::Backend("launch_step: step not prepared".into()))?;
-        ops::embedding(d, &st.ids, &self.embed, &mut ws.x, t, h)?;
-        for (l, lw) in self.layers.iter().enumerate().take(st.num_layers) {
+        let w = &*self.w;
+        ops::embedding(d, &st.ids, &w.embed, &mut ws.x, t, h)?;
+        for (l, lw) in w.layers.iter().enumerate().take(st.num_layers) {
             if fused {
                 let rope = GemvOut::RopeKv {
                     y: &mut ws.qkv,
                     positions: &st.positions,
                     slots: &st.slots,
-                    inv_freq: &self.inv_freq,
+                    inv_freq: &w.inv_freq,
                     cache: &mut self.cache,
                     layer: l,
                     shape: s,
@@ -399,7 +407,7 @@ impl CudaBackend {
             } else {
                 ops::rms_norm(d, None, &mut ws.x, &lw.attn_norm, &mut ws.hn, None, t, h, eps)?;
                 ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
-                ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &self.inv_freq, &mut self.cache, l, s, t)?;
+                ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &w.inv_freq, &mut self.cache, l, s, t)?;
             }
             ops::paged_attn(
                 d,
@@ -429,8 +437,8 @@ impl CudaBackend {
             }
         }
         if r > 0 {
-            ops::rms_norm(d, None, &mut ws.x, &self.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
-            let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+            ops::rms_norm(d, None, &mut ws.x, &w.norm, &mut ws.normed, Some((&st.rows, t)), r, h, eps)?;
+            let head = w.lm_head.as_ref().unwrap_or(&w.embed);
             if fused_head {
                 let logits = GemvOut::F32 { y: &mut ws.logits, beta: 0.0 };
                 gemv::gemv(d, GemvIn::Bf16(&ws.normed), head, logits, r, h, vocab)?;
@@ -504,6 +512,12 @@ impl CudaBackend {
         if let Some(g) = self.graphs.as_mut() {
             *g = graphs::DecodeGraphs::default();
         }
+    }
+
+    /// The lane that executors made by [`Backend::fork_executor`] run on (the runtime's prefill
+    /// lane); without one they run on a stream of their own at the default priority.
+    pub fn set_fork_lane(&mut self, lane: &Arc<lanes::Lane>) {
+        self.fork_lane = Some(Arc::clone(lane));
     }
 
     /// Decode steps replayed and graphs captured so far: `(replays, captures)`.
@@ -580,6 +594,31 @@ impl Backend for CudaBackend {
 
     fn kv_geometry(&self) -> (usize, usize) {
         (self.cache.num_blocks, self.cache.block_size)
+    }
+
+    /// The same weights and cache on a new stream and cuBLAS handle of the same GPU, bound to
+    /// the fork lane when one is set; fused GEMV as this backend, no decode graphs.
+    fn fork_executor(&mut self) -> Result<Option<Box<dyn Backend>>> {
+        // Everything this backend queued (uploads, cache writes) is done before the fork runs.
+        self.dev.sync()?;
+        let dev = Device::open(self.dev.ctx.ordinal())?;
+        let mut fork = Self {
+            config: self.config.clone(),
+            shape: self.shape,
+            dev,
+            w: Arc::clone(&self.w),
+            cache: self.cache.clone(),
+            fork_lane: None,
+            ws: None,
+            ws_generation: 0,
+            graphs: None,
+            gemv: self.gemv,
+            lanes: lanes::Bound::default(),
+        };
+        if let Some(lane) = &self.fork_lane {
+            fork.bind_lane(lane)?;
+        }
+        Ok(Some(Box::new(fork)))
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {

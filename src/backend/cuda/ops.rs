@@ -7,6 +7,8 @@
 //! Every parameter struct comes from bindgen (`kernels::params`), never written by hand.
 #![allow(unsafe_code)]
 
+use std::sync::Arc;
+
 use cudarc::cublas::sys as cublas_sys;
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
@@ -180,8 +182,11 @@ impl HeadShape {
 
 /// The paged K/V cache in device memory: `[2 · layers, slots, kv_dim]` bf16, K of layer `l` at
 /// plane `2l`, V at `2l + 1` (the layout `kv_copy_kernel` walks).
+/// Paged K/V of every layer. Cloning shares the buffer (a forked executor's view of the same
+/// cache); who writes which slots when is the runtime's business (`Backend::fork_executor`).
+#[derive(Clone)]
 pub struct KvCache {
-    pub buf: CudaSlice<u16>,
+    pub buf: Arc<CudaSlice<u16>>,
     pub layers: usize,
     pub num_blocks: usize,
     pub block_size: usize,
@@ -194,10 +199,17 @@ impl KvCache {
     }
     pub fn new(dev: &Device, layers: usize, num_blocks: usize, block_size: usize, kv_dim: usize) -> Result<Self> {
         let buf = dev.stream.alloc_zeros::<u16>(2 * layers * num_blocks * block_size * kv_dim).map_err(drv)?;
-        Ok(Self { buf, layers, num_blocks, block_size, kv_dim })
+        Ok(Self { buf: Arc::new(buf), layers, num_blocks, block_size, kv_dim })
     }
     pub fn slots(&self) -> usize {
         self.num_blocks * self.block_size
+    }
+    /// The buffer, to fill from the host (checks and benches), while no fork shares it.
+    ///
+    /// # Errors
+    /// The buffer is shared with a forked executor.
+    pub fn unshared_buf(&mut self) -> Result<&mut CudaSlice<u16>> {
+        Arc::get_mut(&mut self.buf).ok_or_else(|| EngineError::Backend("KV cache: shared with a forked executor".into()))
     }
     pub fn plane(&self) -> usize {
         self.slots() * self.kv_dim
@@ -205,7 +217,8 @@ impl KvCache {
     /// Device addresses of layer `l`'s K and V planes.
     pub(crate) fn layer_ptrs(&mut self, dev: &Device, l: usize) -> (u64, u64) {
         assert!(l < self.layers, "layer {l} >= {}", self.layers);
-        let base = ptr_mut(dev, &mut self.buf);
+        // The kernels write through this address; the buffer may be shared (see the type).
+        let base = ptr(dev, &self.buf);
         let plane_bytes = (self.plane() * 2) as u64;
         (base + 2 * l as u64 * plane_bytes, base + (2 * l as u64 + 1) * plane_bytes)
     }
@@ -525,7 +538,7 @@ pub fn kv_copy(dev: &Device, cache: &mut KvCache, src: &[u32], dst: &[u32]) -> R
     }
     let (s, d) = (dev.upload(src)?, dev.upload(dst)?);
     let p = KvCopyParams {
-        cache: ptr_mut(dev, &mut cache.buf) as *mut u16,
+        cache: ptr(dev, &cache.buf) as *mut u16,
         src: ptr(dev, &s) as *const u32,
         dst: ptr(dev, &d) as *const u32,
         pairs: src.len() as u32,

@@ -131,6 +131,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
     }
 
     pub(super) fn release(&mut self, id: usize) -> Result<()> {
+        self.await_chunk_of(id)?;
         if let Some(seq) = self.reqs[id].seq.take() {
             self.engine.blocks_mut().free(seq)?;
             self.drafter_end(seq)?;
