@@ -172,6 +172,8 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
 struct ForkCounting {
     inner: CpuBackend,
     fork_forwards: Arc<AtomicUsize>,
+    /// `Backend::confine` calls on forks: `[false, true]`.
+    confines: Arc<[AtomicUsize; 2]>,
     is_fork: bool,
 }
 
@@ -190,7 +192,13 @@ impl Backend for ForkCounting {
     }
     fn fork_executor(&mut self) -> verify_pd::error::Result<Option<Box<dyn Backend>>> {
         let inner = self.inner.fork();
-        Ok(Some(Box::new(ForkCounting { inner, fork_forwards: Arc::clone(&self.fork_forwards), is_fork: true })))
+        let (fork_forwards, confines) = (Arc::clone(&self.fork_forwards), Arc::clone(&self.confines));
+        Ok(Some(Box::new(ForkCounting { inner, fork_forwards, confines, is_fork: true })))
+    }
+    fn confine(&mut self, on: bool) -> verify_pd::error::Result<()> {
+        assert!(self.is_fork, "only the prefill lane's executor is confined");
+        self.confines[usize::from(on)].fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> verify_pd::error::Result<()> {
         self.inner.copy_blocks(pairs)
@@ -201,7 +209,7 @@ impl Backend for ForkCounting {
 }
 
 #[test]
-fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_fork() {
+fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_fork_confined_beside_decoding() {
     let (_d, m) = tiny(4);
     let reqs = requests(7);
     let want = plain(&m, &reqs);
@@ -212,9 +220,11 @@ fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_for
         cfg.prefill_thread = true;
         for gap_s in [0.0, 0.003] {
             let fork_forwards = Arc::new(AtomicUsize::new(0));
+            let confines = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
             let backend = ForkCounting {
                 inner: CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), 96, 4).expect("backend"),
                 fork_forwards: Arc::clone(&fork_forwards),
+                confines: Arc::clone(&confines),
                 is_fork: false,
             };
             let mut e = Engine::new(backend).expect("engine");
@@ -228,6 +238,15 @@ fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_for
             let chunks = fork_forwards.load(Ordering::Relaxed) as u64;
             assert!(chunks > 0, "{policy}: the prefill lane ran");
             assert_eq!(chunks, out.lane_steps[2], "{policy}: every prefill step ran on the fork");
+            let (whole, confined) = (confines[0].load(Ordering::Relaxed), confines[1].load(Ordering::Relaxed));
+            assert_eq!((whole + confined) as u64, chunks, "{policy}: each chunk chose its partition");
+            // The first prompt runs alone: the whole device. With every request there at once,
+            // the later chunks run beside decoding requests: confined. (Staggered by 3 ms, the
+            // tiny model may finish each request before the next arrives.)
+            assert!(whole > 0, "{policy} gap {gap_s}: {whole} whole, {confined} confined");
+            if gap_s == 0.0 {
+                assert!(confined > 0, "{policy} gap {gap_s}: {whole} whole, {confined} confined");
+            }
             assert_eq!(e.blocks().num_used(), 0, "{policy}: blocks leaked");
         }
     }
@@ -235,8 +254,10 @@ fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_for
 
 #[test]
 fn sampled_tokens_do_not_depend_on_where_prefill_runs() {
-    // Each request draws from its own seeded samplers, so moving its prefill to another thread
-    // (and so changing when everything runs) must not change a single token.
+    // Each request draws from its own seeded samplers, so with a fixed L moving its prefill to
+    // another thread (and so changing when everything runs) must not change a single token.
+    // (three-lane-adaptive picks L from measured step times, and its sampled tokens follow the
+    // draws that L consumes: the same distribution, not the same tokens.)
     let (_d, m) = tiny(5);
     let reqs: Vec<GenerateRequest> = requests(6)
         .into_iter()
@@ -245,7 +266,7 @@ fn sampled_tokens_do_not_depend_on_where_prefill_runs() {
             r
         })
         .collect();
-    for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
+    for policy in [Policy::ThreeLane] {
         let mut cfg = RuntimeConfig::new(policy, 3);
         cfg.prefill_budget = 8;
         cfg.max_running = 6;

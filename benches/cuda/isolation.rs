@@ -8,6 +8,9 @@
 //!   (no logits), as in ALGORITHMS.md;
 //!
 //! all with our own kernels and cuBLAS, each captured as a CUDA graph on the lane it runs on.
+//! Modes: whole GPU, stream priorities, a decode partition with verify and prefill on the
+//! rest (`--decode-sms`), and prefill confined to a partition with decode and verify on the
+//! whole GPU (`--prefill-sms`, what the runtime does while decode has work).
 //! The figure of merit is the draft step's median latency under load over its median latency
 //! alone on the whole GPU. Per-step times come from device events between consecutive steps
 //! of a saturated stream; under load, only draft steps that finished before the load's last
@@ -232,6 +235,15 @@ fn main() {
             l.as_ref().map(|l| &l.isolation)
         );
         modes.push((format!("green {sms}+{}", dev.sm_count - sms), l));
+    }
+    // Prefill confined to a partition, decode and verify on the whole GPU (the runtime's
+    // `--prefill-sms`): VPD_PREFILL_SMS=32,48 (default 24,32,48,64).
+    for sms in std::env::var("VPD_PREFILL_SMS")
+        .unwrap_or_else(|_| "24,32,48,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse::<u32>().ok())
+    {
+        modes.push((format!("prefill on {sms}, rest whole"), Lanes::confined_prefill(&dev, sms)));
     }
     for (mode, lanes) in modes {
         let lanes = match lanes {

@@ -176,6 +176,16 @@ pub trait Backend: Send {
     fn fork_executor(&mut self) -> Result<Option<Box<dyn Backend>>> {
         Ok(None)
     }
+    /// Runs the following steps on this executor's small SM partition (`true`: the other lanes
+    /// have work it must not crowd out) or on the whole device (`false`). A no-op for a backend
+    /// without partitions (the CPU; a GPU executor given none).
+    ///
+    /// # Errors
+    /// A failure moving the executor to the other partition's stream.
+    fn confine(&mut self, on: bool) -> Result<()> {
+        let _ = on;
+        Ok(())
+    }
     /// Copies whole cache blocks `src → dst` (copy-on-write after a fork).
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()>;
     /// Moves cache slots of one sequence: `(from_slot, to_slot)` in order, through its block table

@@ -13,7 +13,7 @@ use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_bench::workload::arrival_times;
 
 use super::bench_workload::{check_common, dataset_info, load_dataset, sample, write_outputs};
-use super::engines::{run_once, BackendKind, DraftChoice, ModelSource, RunSetup};
+use super::engines::{run_once, BackendKind, DraftChoice, ModelSource, RunSetup, SmPartition};
 use super::generate::BLOCK_SIZE;
 use crate::engine::GenerateRequest;
 use crate::error::{EngineError, Result};
@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// (a multiple of 8 on Hopper) and the target on the rest.
     #[arg(long)]
     pub decode_sms: Option<u32>,
+    /// With --backend cuda: confine the prefill lane's chunks to a green-context partition of
+    /// this many SMs while decode and verify have work (the whole GPU otherwise); decode and
+    /// verify keep the whole GPU. Not with --decode-sms.
+    #[arg(long)]
+    pub prefill_sms: Option<u32>,
     /// With --backend cuda: replay decode steps (target and drafter) from CUDA graphs captured
     /// per shape. On by default there; `--cuda-graphs false` turns them off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -160,6 +165,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let speculates = policies.iter().any(|p| p.speculates());
     let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
     let prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
+    let partition = SmPartition::from_flags(a.decode_sms, a.prefill_sms)?;
     let draft = DraftChoice::parse(&a.draft)?;
     for &p in &policies {
         let mut cfg = RuntimeConfig::new(p, a.num_draft);
@@ -216,7 +222,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 draft: d,
                 blocks,
                 block_size: BLOCK_SIZE,
-                decode_sms: a.decode_sms,
+                partition,
                 decode_graphs: graphs,
             };
             let out = run_once(&setup, &cfg, reqs.clone(), &times, &mut || {
@@ -268,7 +274,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let graphs = if graphs { ", decode CUDA graphs" } else { "" };
             if speculates {
                 let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
-                let chunks = if prefill_thread { ", prefill lane thread" } else { "" };
+                let chunks = match (prefill_thread, partition) {
+                    (true, SmPartition::Prefill(n)) => format!(", prefill lane thread on {n} SMs while decode has work"),
+                    (true, _) => ", prefill lane thread".into(),
+                    (false, _) => String::new(),
+                };
                 format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}", a.draft, a.num_draft)
             } else {
                 format!("{name}{graphs}")

@@ -99,6 +99,43 @@ impl DraftChoice {
     }
 }
 
+/// Which lane gets a green-context SM partition on the GPU (`--decode-sms`, `--prefill-sms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmPartition {
+    /// Every lane on the whole GPU, each on a stream of its lane's priority.
+    #[default]
+    None,
+    /// The drafter on this many SMs, the target (verify and prefill) on the rest.
+    Decode(u32),
+    /// Decode and verify on the whole GPU; prefill chunks confined to this many SMs while
+    /// they have work (`lanes::Lanes::confined_prefill`).
+    Prefill(u32),
+}
+
+impl SmPartition {
+    /// From `--decode-sms` and `--prefill-sms`, at most one of them.
+    ///
+    /// # Errors
+    /// Both given.
+    pub fn from_flags(decode_sms: Option<u32>, prefill_sms: Option<u32>) -> Result<Self> {
+        match (decode_sms, prefill_sms) {
+            (Some(_), Some(_)) => Err(bad("prefill_sms", "give --decode-sms or --prefill-sms, not both")),
+            (Some(n), None) => Ok(Self::Decode(n)),
+            (None, Some(n)) => Ok(Self::Prefill(n)),
+            (None, None) => Ok(Self::None),
+        }
+    }
+
+    /// The flag's field name, when a partition is asked for.
+    fn field(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Decode(_) => Some("decode_sms"),
+            Self::Prefill(_) => Some("prefill_sms"),
+        }
+    }
+}
+
 /// What one benchmark run is built from.
 pub struct RunSetup<'a> {
     pub kind: BackendKind,
@@ -108,9 +145,8 @@ pub struct RunSetup<'a> {
     /// Target KV-cache blocks.
     pub blocks: usize,
     pub block_size: usize,
-    /// GPU only: SMs of the decode lane's green-context partition (the drafter runs there;
-    /// the target runs on the rest). `None`: both on the whole GPU, one stream each.
-    pub decode_sms: Option<u32>,
+    /// GPU only: which lane, if any, gets a green-context SM partition.
+    pub partition: SmPartition,
     /// GPU only: replay decode steps from CUDA graphs (`CudaBackend::set_decode_graphs`).
     pub decode_graphs: bool,
 }
@@ -148,10 +184,10 @@ pub fn run_once(
     times: &[f64],
     on_done: &mut dyn FnMut(),
 ) -> Result<RunOutput> {
-    let RunSetup { kind, target, draft, blocks, block_size, decode_sms, decode_graphs } = *setup;
+    let RunSetup { kind, target, draft, blocks, block_size, partition, decode_graphs } = *setup;
     let draft_blocks = blocks * 2 + cfg.max_running;
-    if decode_sms.is_some() && kind == BackendKind::Cpu {
-        return Err(bad("decode_sms", "SM partitions need --backend cuda"));
+    if let (Some(field), BackendKind::Cpu) = (partition.field(), kind) {
+        return Err(bad(field, "SM partitions need --backend cuda"));
     }
     if decode_graphs && kind == BackendKind::Cpu {
         return Err(bad("cuda_graphs", "CUDA graphs need --backend cuda"));
@@ -275,19 +311,21 @@ mod cuda {
         blocks: usize,
         draft_blocks: usize,
         block_size: usize,
-        decode_sms: Option<u32>,
+        partition: SmPartition,
         decode_graphs: bool,
     ) -> Result<(Engine<CudaBackend>, Option<Box<dyn Drafter>>)> {
         let mut target_backend = backend(target, blocks, block_size)?;
         target_backend.set_decode_graphs(decode_graphs);
-        let lanes = match decode_sms {
-            Some(n) => Lanes::new(target_backend.device(), n)?,
-            None => Lanes::streams(target_backend.device(), "no --decode-sms: every lane on the whole GPU")?,
+        let dev = target_backend.device();
+        let lanes = match partition {
+            SmPartition::Decode(n) => Lanes::new(dev, n)?,
+            SmPartition::Prefill(n) => Lanes::confined_prefill(dev, n)?,
+            SmPartition::None => Lanes::streams(dev, "no partition asked for: every lane on the whole GPU")?,
         };
         tracing::info!("lanes: {:?}", lanes.isolation);
         target_backend.bind_lane(&lanes.verify)?;
         // The runtime's prefill lane forks its executor from the target (`prefill_thread`).
-        target_backend.set_fork_lane(&lanes.prefill);
+        target_backend.set_fork_lanes(&lanes);
         let engine = Engine::new(target_backend)?;
         let copy = |blocks| backend(target, blocks, block_size);
         let vocab = target.config().vocab_size;
@@ -305,9 +343,9 @@ mod cuda {
         times: &[f64],
         on_done: &mut dyn FnMut(),
     ) -> Result<RunOutput> {
-        let RunSetup { target, draft, blocks, block_size, decode_sms, decode_graphs, .. } = *setup;
+        let RunSetup { target, draft, blocks, block_size, partition, decode_graphs, .. } = *setup;
         let (mut engine, mut drafter) =
-            parts(target, draft, blocks, draft_blocks, block_size, decode_sms, decode_graphs)?;
+            parts(target, draft, blocks, draft_blocks, block_size, partition, decode_graphs)?;
         let d = drafter.as_deref_mut().map(|d| d as &mut dyn Drafter);
         run_workload(&mut engine, d, cfg, requests, times, on_done)
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engines::{BackendKind, ModelSource};
+use super::engines::{BackendKind, ModelSource, SmPartition};
 use super::generate::BLOCK_SIZE;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Engine;
@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// and executor. On by default with --backend cuda, off on the CPU.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub prefill_thread: Option<bool>,
+    /// With --backend cuda: confine the prefill lane's chunks to a green-context partition of
+    /// this many SMs while decode and verify have work (see `vpd bench --help`).
+    #[arg(long)]
+    pub prefill_sms: Option<u32>,
     /// Seconds to let admitted requests finish after SIGTERM before aborting them.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout: f64,
@@ -131,7 +135,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     // The drafter's cache: room for every running request's context and its drafts.
     let draft_blocks = blocks * 2 + a.max_running;
     let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
+    let partition = SmPartition::from_flags(None, a.prefill_sms)?;
     let service = match a.backend {
+        BackendKind::Cpu if partition != SmPartition::None => {
+            return Err(bad("prefill_sms", "SM partitions need --backend cuda"));
+        }
         BackendKind::Cpu => {
             let m: Arc<Model> = Arc::from(model);
             Service::spawn(cfg, move || {
@@ -140,7 +148,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 Ok((engine, drafter))
             })?
         }
-        BackendKind::Cuda => spawn_cuda(cfg, ModelSource::Loaded(model), draft, blocks, draft_blocks, graphs)?,
+        BackendKind::Cuda => spawn_cuda(cfg, ModelSource::Loaded(model), draft, blocks, draft_blocks, partition, graphs)?,
     };
     let state = Arc::new(AppState::new(Arc::new(service), Arc::new(tokenizer), limits));
     let backend = match a.backend {
@@ -165,15 +173,24 @@ fn spawn_cuda(
     draft: Option<DraftSpec>,
     blocks: usize,
     draft_blocks: usize,
+    partition: SmPartition,
     graphs: bool,
 ) -> Result<Service> {
     Service::spawn(cfg, move || {
         let choice = draft.map(super::engines::DraftChoice::Spec);
-        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, None, graphs)
+        super::engines::cuda_parts(&target, choice.as_ref(), blocks, draft_blocks, BLOCK_SIZE, partition, graphs)
     })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn spawn_cuda(_: ServiceConfig, _: ModelSource, _: Option<DraftSpec>, _: usize, _: usize, _: bool) -> Result<Service> {
+fn spawn_cuda(
+    _: ServiceConfig,
+    _: ModelSource,
+    _: Option<DraftSpec>,
+    _: usize,
+    _: usize,
+    _: SmPartition,
+    _: bool,
+) -> Result<Service> {
     Err(bad("backend", "this binary was built without the `cuda` feature"))
 }

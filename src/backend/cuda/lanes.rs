@@ -44,6 +44,10 @@ pub enum Isolation {
     GreenContexts { decode_sms: u32, rest_sms: u32 },
     /// Plain streams with priorities on the whole GPU; `reason` says why not green contexts.
     StreamPriorities { reason: String },
+    /// Decode and verify on the whole GPU (plain streams, highest and middle priority); prefill
+    /// confined to a green context of `prefill_sms` SMs while they have work, and on the whole
+    /// GPU ([`Lanes::prefill_whole`]) while they have none.
+    ConfinedPrefill { prefill_sms: u32, total_sms: u32 },
 }
 
 /// One lane: a stream with a priority, on an SM partition or on the whole device.
@@ -131,6 +135,9 @@ pub struct Lanes {
     pub decode: Arc<Lane>,
     pub verify: Arc<Lane>,
     pub prefill: Arc<Lane>,
+    /// With [`Isolation::ConfinedPrefill`]: the prefill lane's stream on the whole GPU, for
+    /// when decode and verify have nothing to run.
+    pub prefill_whole: Option<Arc<Lane>>,
     pub isolation: Isolation,
 }
 
@@ -195,7 +202,53 @@ impl Lanes {
             decode: lane("decode", &decode_ctx, p_dec, decode_sms)?,
             verify: lane("verify", &rest_ctx, p_ver, rest_sms)?,
             prefill: lane("prefill", &rest_ctx, p_pre, rest_sms)?,
+            prefill_whole: None,
             isolation: Isolation::GreenContexts { decode_sms, rest_sms },
+        })
+    }
+
+    /// Decode and verify on plain streams over the whole GPU, which they take in turns when
+    /// requests gather (a draft batch, then its verify forward); prefill, which runs beside
+    /// them, on a green context of `prefill_sms` SMs, so that a chunk's GEMMs cannot hold
+    /// every SM; and a whole-GPU prefill stream for when nothing else runs
+    /// ([`CudaBackend::confine`] switches between the two). Every stream takes its lane's
+    /// priority; the primary context's streams may still use the partition's SMs.
+    ///
+    /// # Errors
+    /// As [`Lanes::green`] (no green contexts, an invalid size).
+    pub fn confined_prefill(dev: &Device, prefill_sms: u32) -> Result<Self> {
+        if let Some(sym) = green::missing_symbol() {
+            return Err(EngineError::Backend(format!(
+                "the CUDA driver lacks `{sym}` (green contexts need a CUDA 12.4 or newer driver)"
+            )));
+        }
+        let ctx = &dev.ctx;
+        let (major, _) = ctx.compute_capability().map_err(drv)?;
+        let cu_device = ctx.cu_device();
+        ctx.bind_to_thread().map_err(drv)?;
+        let (whole, rules) = green::device_sms(cu_device, major)?;
+        rules.check_decode(prefill_sms).map_err(|e| match e {
+            EngineError::InvalidRequest { detail, .. } => EngineError::InvalidRequest { field: "prefill_sms", detail },
+            e => e,
+        })?;
+        let (part, _) = green::split(&whole, prefill_sms)?;
+        let g = Arc::new(GreenCtx::new(cu_device, &part)?);
+        let plain = Self::streams(dev, "")?;
+        let confined = Arc::new(Lane {
+            name: "prefill",
+            stream: g.stream(plain.prefill.priority)?,
+            priority: plain.prefill.priority,
+            sm_count: prefill_sms,
+            cu_device,
+            green: Some(g),
+            _ctx: ctx.clone(),
+        });
+        Ok(Self {
+            decode: plain.decode,
+            verify: plain.verify,
+            prefill: confined,
+            prefill_whole: Some(plain.prefill),
+            isolation: Isolation::ConfinedPrefill { prefill_sms, total_sms: dev.sm_count },
         })
     }
 
@@ -227,6 +280,7 @@ impl Lanes {
             decode: lane("decode", p_dec)?,
             verify: lane("verify", p_ver)?,
             prefill: lane("prefill", p_pre)?,
+            prefill_whole: None,
             isolation: Isolation::StreamPriorities { reason: reason.into() },
         })
     }

@@ -110,8 +110,10 @@ pub struct CudaBackend {
     /// Shared with forked executors: each writes only the slots of the sequences its lane
     /// owns, and finishes its writes before the call returns.
     cache: KvCache,
-    /// The lane [`Backend::fork_executor`] binds its executors to ([`CudaBackend::set_fork_lane`]).
-    fork_lane: Option<Arc<lanes::Lane>>,
+    /// The lanes of executors made by [`Backend::fork_executor`] ([`CudaBackend::set_fork_lanes`]):
+    /// the one they start on and [`Backend::confine`]s to, and the whole-GPU one they move to
+    /// when not confined (none: they stay put).
+    fork_lanes: Option<(Arc<lanes::Lane>, Option<Arc<lanes::Lane>>)>,
     ws: Option<Workspace>,
     /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
     ws_generation: u64,
@@ -269,7 +271,7 @@ impl CudaBackend {
             dev,
             w: Arc::new(DeviceWeights { embed, lm_head, norm, layers, inv_freq }),
             cache,
-            fork_lane: None,
+            fork_lanes: None,
             ws,
             ws_generation: 0,
             graphs: None,
@@ -514,10 +516,12 @@ impl CudaBackend {
         }
     }
 
-    /// The lane that executors made by [`Backend::fork_executor`] run on (the runtime's prefill
-    /// lane); without one they run on a stream of their own at the default priority.
-    pub fn set_fork_lane(&mut self, lane: &Arc<lanes::Lane>) {
-        self.fork_lane = Some(Arc::clone(lane));
+    /// The lanes that executors made by [`Backend::fork_executor`] run on: `lanes.prefill`, and
+    /// with [`lanes::Lanes::confined_prefill`] `lanes.prefill_whole` while not
+    /// [`Backend::confine`]d. Without them forks run on a stream of their own at the default
+    /// priority.
+    pub fn set_fork_lanes(&mut self, lanes: &lanes::Lanes) {
+        self.fork_lanes = Some((Arc::clone(&lanes.prefill), lanes.prefill_whole.clone()));
     }
 
     /// Decode steps replayed and graphs captured so far: `(replays, captures)`.
@@ -608,17 +612,27 @@ impl Backend for CudaBackend {
             dev,
             w: Arc::clone(&self.w),
             cache: self.cache.clone(),
-            fork_lane: None,
+            fork_lanes: self.fork_lanes.clone(),
             ws: None,
             ws_generation: 0,
             graphs: None,
             gemv: self.gemv,
             lanes: lanes::Bound::default(),
         };
-        if let Some(lane) = &self.fork_lane {
+        if let Some((lane, _)) = &self.fork_lanes {
             fork.bind_lane(lane)?;
         }
         Ok(Some(Box::new(fork)))
+    }
+
+    fn confine(&mut self, on: bool) -> Result<()> {
+        let Some((small, Some(whole))) = &self.fork_lanes else { return Ok(()) };
+        let want = if on { small } else { whole };
+        if self.lane().is_some_and(|l| Arc::ptr_eq(l, want)) {
+            return Ok(());
+        }
+        let want = Arc::clone(want);
+        self.bind_lane(&want)
     }
 
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Logits> {

@@ -15,6 +15,11 @@
 //! then dropped. Every executor call returns only once its cache writes are done, so the
 //! hand-back is also the point after which the verify lane may read them.
 //!
+//! While the decode and verify lanes have work, a chunk runs confined to the executor's small
+//! SM partition where it has one ([`Backend::confine`]; `vpd bench --prefill-sms`), so that its
+//! GEMMs cannot hold every SM under a draft step; with nothing else to run it takes the whole
+//! device. That is the partition resized between steps as the load changes.
+//!
 //! On the CPU the two executors share one locked cache and take turns; the thread structure
 //! and its hand-offs are the same, which is what the CPU tests check.
 use std::time::Instant;
@@ -40,6 +45,9 @@ pub(crate) struct ChunkJob {
     pub entries: Vec<ChunkEntry>,
     /// Every request in it greedy without logprobs: only argmax rows come back.
     pub greedy: bool,
+    /// The decode and verify lanes have work: run on the executor's small SM partition
+    /// ([`Backend::confine`]) rather than the whole device.
+    pub confine: bool,
 }
 
 /// A finished chunk.
@@ -69,7 +77,9 @@ pub(crate) fn run(executor: &mut dyn Backend, rx: &Receiver<ChunkJob>, tx: &Send
     let layers = executor.config().num_hidden_layers;
     for job in rx {
         let t0 = Instant::now();
-        let rows = StepRows::forward(executor, &job.plan, layers, job.greedy);
+        let rows = executor
+            .confine(job.confine)
+            .and_then(|()| StepRows::forward(executor, &job.plan, layers, job.greedy));
         let done = ChunkDone { entries: job.entries, rows, secs: t0.elapsed().as_secs_f64() };
         if tx.send(done).is_err() {
             return; // the serving thread has gone
@@ -112,6 +122,7 @@ mod tests {
                 plan: chunk(prompt.clone(), 0, LogitsWanted::None),
                 entries: vec![ChunkEntry { id: 0, epoch: 0, tokens: prompt.len() }],
                 greedy: false,
+                confine: true,
             };
             handle.tx.send(job).unwrap();
             let back = handle.rx.recv().unwrap();

@@ -29,9 +29,15 @@ impl<B: Backend> Runtime<'_, '_, B> {
             return Ok(true); // admitted, preempted or aborted something
         }
         let (plan, _) = self.build_plan(&entries)?;
+        // Confined while other requests draft or verify: those steps come first.
+        let confine = self
+            .reqs
+            .iter()
+            .any(|(_, r)| matches!(r.state, RequestState::Drafting | RequestState::Verifying));
         let job = super::prefill_lane::ChunkJob {
             plan,
             greedy: self.all_greedy(&entries),
+            confine,
             entries: entries
                 .iter()
                 .map(|(id, w)| ChunkEntry { id: *id, epoch: self.reqs[*id].epoch, tokens: w.tokens() })
