@@ -53,6 +53,8 @@ fn invalid_settings_are_refused_by_name() {
         (vec!["--slo", "ttft:abc"], "slo"),
         (vec!["--cuda-graphs"], "cuda_graphs"),
         (vec!["--decode-sms", "80"], "decode_sms"),
+        (vec!["--prefill-sms", "32"], "prefill_sms"),
+        (vec!["--decode-sms", "80", "--prefill-sms", "32"], "prefill_sms"),
     ] {
         let mut all = vec!["bench", "--model", TINY, "--num-prompts", "2"];
         all.extend(&args);
