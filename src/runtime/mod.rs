@@ -17,10 +17,12 @@
 //!
 //! **Threads.** Under the three-lane policies the decode lane's drafting runs on its own
 //! pinned thread, which owns the drafter and its KV cache (`scheduler/draft_lane.rs`). The
-//! target model's work (plain decode steps, verification, prefill chunks) stays on the serving
-//! thread under strict priority Decode > Verify > Prefill with anti-starvation bounds: on the
-//! CPU backend one target forward already uses every core, and the target KV cache has a
-//! single writer.
+//! target's plain decode steps and verification run on the serving thread, which is also the
+//! verify lane's thread and owns the request table and the block manager. With
+//! `RuntimeConfig::prefill_thread` the target's prefill chunks run on the prefill lane's own
+//! thread, on a second executor over the same weights and KV cache
+//! (`scheduler/prefill_lane.rs`, [`Backend::fork_executor`]); without it they stay on the
+//! serving thread under strict priority Decode > Verify > Prefill with anti-starvation bounds.
 //!
 //! **What overlaps.** By default requests *gather*: a request back from verification waits
 //! while others are still out drafting or queued for verification, and then the decode lane
