@@ -114,6 +114,8 @@ pub struct CudaBackend {
     /// the one they start on and [`Backend::confine`]s to, and the whole-GPU one they move to
     /// when not confined (none: they stay put).
     fork_lanes: Option<(Arc<lanes::Lane>, Option<Arc<lanes::Lane>>)>,
+    /// Made by [`Backend::fork_executor`]: only such an executor moves when [`Backend::confine`]d.
+    forked: bool,
     ws: Option<Workspace>,
     /// Bumped whenever the workspace is reallocated: a captured graph holds its addresses.
     ws_generation: u64,
@@ -272,6 +274,7 @@ impl CudaBackend {
             w: Arc::new(DeviceWeights { embed, lm_head, norm, layers, inv_freq }),
             cache,
             fork_lanes: None,
+            forked: false,
             ws,
             ws_generation: 0,
             graphs: None,
@@ -613,6 +616,7 @@ impl Backend for CudaBackend {
             w: Arc::clone(&self.w),
             cache: self.cache.clone(),
             fork_lanes: self.fork_lanes.clone(),
+            forked: true,
             ws: None,
             ws_generation: 0,
             graphs: None,
@@ -626,7 +630,7 @@ impl Backend for CudaBackend {
     }
 
     fn confine(&mut self, on: bool) -> Result<()> {
-        let Some((small, Some(whole))) = &self.fork_lanes else { return Ok(()) };
+        let Some((small, Some(whole))) = self.fork_lanes.as_ref().filter(|_| self.forked) else { return Ok(()) };
         let want = if on { small } else { whole };
         if self.lane().is_some_and(|l| Arc::ptr_eq(l, want)) {
             return Ok(());
