@@ -24,9 +24,12 @@ impl<B: Backend> Runtime<'_, '_, B> {
             return Ok(false);
         }
         let mut entries = self.plan_prefill()?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
         self.make_room(&mut entries)?;
         if entries.is_empty() {
-            return Ok(true); // admitted, preempted or aborted something
+            return Ok(true); // it preempted or aborted something
         }
         let (plan, _) = self.build_plan(&entries)?;
         // Confined while other requests draft or verify: those steps come first.
