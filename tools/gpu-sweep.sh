@@ -6,7 +6,8 @@
 #         checkpoint and a 1500-conversation ShareGPT subset into .device/), then the device
 #         tool with carry [".device"] and command `bash tools/gpu-sweep.sh`.
 # There:  writes bench.json / bench.md / bench.png under $OUT/$VPD_TAG (default sweep) and
-#         prints the table; VPD_EXTRA adds bench flags (e.g. "--decode-sms 80").
+#         prints the table; VPD_EXTRA adds bench flags (e.g. "--decode-sms 80"), VPD_DATASET
+#         picks the prompts (default the 1500-conversation subset).
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     T=${CARGO_TARGET_DIR:-target}/release
@@ -26,6 +27,18 @@ while len(out) < 1500:
     obj, i = dec.raw_decode(src, i)
     out.append(obj)
 json.dump(out, open(".device/sharegpt-1500.json", "w"))
+# A long-prompt subset (first human turn of 2000-3800 characters, about 500-1000 tokens), for
+# the mixed load where prefill chunks sit beside decoding: VPD_DATASET=.device/sharegpt-long.json.
+src = open("assets/ShareGPT_V3_unfiltered_cleaned_split.json").read(60_000_000)
+i, out = src.index("[") + 1, []
+while len(out) < 300 and i < len(src) - 1_000_000:
+    while src[i] in " \n\r\t,":
+        i += 1
+    obj, i = dec.raw_decode(src, i)
+    conv = obj.get("conversations", [])
+    if len(conv) >= 2 and conv[0].get("from") == "human" and 2000 <= len(conv[0].get("value", "")) <= 3800:
+        out.append(obj)
+json.dump(out, open(".device/sharegpt-long.json", "w"))
 PY
     du -sh .device; exit 0
 fi
@@ -34,7 +47,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 date -u +%FT%TZ | tee -a "$OUT/card.txt"
 .device/vpd bench --backend cuda --model random:llama3-8b --draft random:llama3.2-1b \
-    --tokenizer .device/tok --dataset .device/sharegpt-1500.json \
+    --tokenizer .device/tok --dataset "${VPD_DATASET:-.device/sharegpt-1500.json}" \
     --acceptance "${VPD_ACCEPTANCE:-synthetic:0.7,0.15}" --num-draft 4 \
     --policies "${VPD_POLICIES:-single-lane,three-lane-adaptive}" \
     --request-rates "${VPD_RATES:-2,6,10}" --num-prompts "${VPD_PROMPTS:-80}" \
