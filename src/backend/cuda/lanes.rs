@@ -171,16 +171,9 @@ impl Lanes {
     /// driver refusal ([`EngineError::Backend`], naming the call), or an invalid size
     /// ([`EngineError::InvalidRequest`] on `decode_sms`, naming the valid sizes).
     pub fn green(dev: &Device, decode_sms: u32) -> Result<Self> {
-        if let Some(sym) = green::missing_symbol() {
-            return Err(EngineError::Backend(format!(
-                "the CUDA driver lacks `{sym}` (green contexts need a CUDA 12.4 or newer driver)"
-            )));
-        }
         let ctx = &dev.ctx;
-        let (major, _) = ctx.compute_capability().map_err(drv)?;
         let cu_device = ctx.cu_device();
-        ctx.bind_to_thread().map_err(drv)?;
-        let (whole, rules) = green::device_sms(cu_device, major)?;
+        let (whole, rules) = whole_device(dev)?;
         rules.check_decode(decode_sms)?;
         let (part, rest) = green::split(&whole, decode_sms)?;
         let (decode_ctx, rest_ctx) =
@@ -217,16 +210,9 @@ impl Lanes {
     /// # Errors
     /// As [`Lanes::green`] (no green contexts, an invalid size).
     pub fn confined_prefill(dev: &Device, prefill_sms: u32) -> Result<Self> {
-        if let Some(sym) = green::missing_symbol() {
-            return Err(EngineError::Backend(format!(
-                "the CUDA driver lacks `{sym}` (green contexts need a CUDA 12.4 or newer driver)"
-            )));
-        }
         let ctx = &dev.ctx;
-        let (major, _) = ctx.compute_capability().map_err(drv)?;
         let cu_device = ctx.cu_device();
-        ctx.bind_to_thread().map_err(drv)?;
-        let (whole, rules) = green::device_sms(cu_device, major)?;
+        let (whole, rules) = whole_device(dev)?;
         rules.check_decode(prefill_sms).map_err(|e| match e {
             EngineError::InvalidRequest { detail, .. } => EngineError::InvalidRequest { field: "prefill_sms", detail },
             e => e,
@@ -290,13 +276,21 @@ impl Lanes {
     /// # Errors
     /// As [`Lanes::green`] for a driver without green contexts.
     pub fn sm_rules(dev: &Device) -> Result<SmRules> {
-        if let Some(sym) = green::missing_symbol() {
-            return Err(EngineError::Backend(format!("the CUDA driver lacks `{sym}`")));
-        }
-        let (major, _) = dev.ctx.compute_capability().map_err(drv)?;
-        dev.ctx.bind_to_thread().map_err(drv)?;
-        Ok(green::device_sms(dev.ctx.cu_device(), major)?.1)
+        Ok(whole_device(dev)?.1)
     }
+}
+
+/// The device's whole SM resource and its partition rules, once the driver is known to have
+/// green contexts.
+fn whole_device(dev: &Device) -> Result<(sys::CUdevResource, SmRules)> {
+    if let Some(sym) = green::missing_symbol() {
+        return Err(EngineError::Backend(format!(
+            "the CUDA driver lacks `{sym}` (green contexts need a CUDA 12.4 or newer driver)"
+        )));
+    }
+    let (major, _) = dev.ctx.compute_capability().map_err(drv)?;
+    dev.ctx.bind_to_thread().map_err(drv)?;
+    green::device_sms(dev.ctx.cu_device(), major)
 }
 
 /// A backend's lane state: the lane it runs on now, its own stream from before the first bind,
