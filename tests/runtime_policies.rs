@@ -145,21 +145,24 @@ fn every_policy_completes_every_request_with_plain_greedy_tokens() {
 #[test]
 fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping() {
     // Gathering (the default) is checked inside the runtime: a second draft batch sent while
-    // one is out fails the run. Overlapping groups must give the same tokens too.
+    // one is out fails the run. Overlapping groups and riding prefill chunks must give the
+    // same tokens too.
     let (_d, m) = tiny(2);
     let reqs = requests(6);
     let want = plain(&m, &reqs);
     for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
-        for overlap_groups in [false, true] {
+        // Gathered, overlapping, and gathered with prefill chunks riding in verify forwards.
+        for (overlap_groups, prefill_ride) in [(false, 0), (true, 0), (false, 16)] {
             let mut cfg = RuntimeConfig::new(policy, 3);
             cfg.prefill_budget = 8;
             cfg.max_running = 6;
             cfg.overlap_groups = overlap_groups;
+            cfg.prefill_ride = prefill_ride;
             // All at once, then staggered: both shapes of arrival.
             for gap_s in [0.0, 0.003] {
                 let out = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 96, &reqs, gap_s);
                 for (i, o) in out.outcomes.iter().enumerate() {
-                    assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} gap {gap_s} request {i}");
+                    assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} ride {prefill_ride} gap {gap_s} request {i}");
                 }
                 assert!(out.metrics.verifies > 0, "{policy}: speculation ran");
             }
@@ -356,6 +359,10 @@ fn bad_configurations_are_refused_with_clear_errors() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("needs a drafter"), "{err}");
+    let mut both = RuntimeConfig::new(Policy::ThreeLane, 2);
+    (both.prefill_ride, both.prefill_thread) = (16, true);
+    let err = run_workload(&mut e, None, &both, vec![], &[], &mut || {}).unwrap_err().to_string();
+    assert!(err.contains("prefill_ride") && err.contains("--prefill-thread false"), "{err}");
     let err = "fastest".parse::<Policy>().unwrap_err().to_string();
     assert!(err.contains("unknown policy"), "{err}");
     for p in Policy::ALL {

@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// share one cache and take turns).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub prefill_thread: Option<bool>,
+    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
+    /// tokens per forward (0: prefill only in its own forwards).
+    #[arg(long, default_value_t = 0)]
+    pub prefill_ride: usize,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -215,6 +219,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.seed = a.seed;
             cfg.overlap_groups = a.overlap_groups;
             cfg.prefill_thread = prefill_thread;
+            cfg.prefill_ride = a.prefill_ride;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -277,6 +282,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let chunks = match (prefill_thread, partition) {
                     (true, SmPartition::Prefill(n)) => format!(", prefill lane thread on {n} SMs while decode has work"),
                     (true, _) => ", prefill lane thread".into(),
+                    (false, _) if a.prefill_ride > 0 => format!(", prefill rides in verify forwards up to {} tokens", a.prefill_ride),
                     (false, _) => String::new(),
                 };
                 format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}", a.draft, a.num_draft)

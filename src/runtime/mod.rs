@@ -154,6 +154,10 @@ pub struct RuntimeConfig {
     /// between them. Off by default here; `vpd bench` and `vpd serve` turn it on with
     /// `--backend cuda`. On the CPU the executors share one locked cache and take turns.
     pub prefill_thread: bool,
+    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
+    /// tokens per forward (0: prefill runs only in forwards of its own, when the prefill lane
+    /// is picked). Keep it below the target's compute ridge, where rows are nearly free.
+    pub prefill_ride: usize,
 }
 
 impl RuntimeConfig {
@@ -170,6 +174,7 @@ impl RuntimeConfig {
             seed: 0,
             overlap_groups: false,
             prefill_thread: false,
+            prefill_ride: 0,
         }
     }
 
@@ -201,6 +206,14 @@ impl RuntimeConfig {
         }
         if self.max_running == 0 {
             return bad("max_running", "must be at least 1".into());
+        }
+        if self.prefill_ride > 0 && self.prefill_thread {
+            return bad(
+                "prefill_ride",
+                "prefill chunks either ride in verify forwards or run on the prefill lane's thread, \
+                 not both: turn the prefill thread off (--prefill-thread false)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -516,6 +516,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                         entries.extend(self.take_plain());
                         if !entries.is_empty() {
                             entries.extend(self.take_verify()?);
+                            self.ride_prefill(&mut entries)?;
                         }
                         self.run_entries(entries)?;
                         Ok(true)
@@ -523,6 +524,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     Some(Lane::Verify) => {
                         let mut entries = self.take_verify()?;
                         entries.extend(self.take_plain());
+                        self.ride_prefill(&mut entries)?;
                         Ok(self.run_entries(entries)? || chunked)
                     }
                     Some(Lane::Prefill) => {
@@ -532,6 +534,19 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 }
             }
         }
+    }
+
+    /// Tops a decode or verify forward up with prefill chunks, to `prefill_ride` tokens in all:
+    /// below the compute ridge the extra rows cost little, where a prefill forward of its own
+    /// costs a whole read of the weights and holds the next verify step back.
+    fn ride_prefill(&mut self, entries: &mut Vec<(usize, Work)>) -> Result<()> {
+        let used: usize = entries.iter().map(|(_, w)| w.tokens()).sum();
+        let room = self.cfg.prefill_ride.saturating_sub(used);
+        // With a prefill lane thread every chunk goes there (validate refuses both at once).
+        if room > 0 && self.prefill_lane.is_none() && self.prefill_ready() {
+            entries.extend(self.plan_prefill_within(room)?);
+        }
+        Ok(())
     }
 
     /// The decode lane's plain (L = 0) target steps that are ready.

@@ -63,7 +63,12 @@ impl<B: Backend> Runtime<'_, '_, B> {
     /// Prefill chunks for this step, under the token budget, admitting waiting requests in
     /// order while their prompts fit.
     pub(super) fn plan_prefill(&mut self) -> Result<Vec<(usize, Work)>> {
-        let (mut budget, mut reserved, mut blocked) = (self.cfg.prefill_budget, 0usize, false);
+        self.plan_prefill_within(self.cfg.prefill_budget)
+    }
+
+    /// [`Self::plan_prefill`] with at most `budget` prompt tokens.
+    pub(super) fn plan_prefill_within(&mut self, budget: usize) -> Result<Vec<(usize, Work)>> {
+        let (mut budget, mut reserved, mut blocked) = (budget.min(self.cfg.prefill_budget), 0usize, false);
         let mut out = Vec::new();
         let bs = self.engine.blocks().block_size();
         for i in 0..self.waiting.len() {
