@@ -170,17 +170,40 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
     }
 }
 
-/// A CPU backend whose forked executors count their forwards: the prefill lane's thread runs
-/// on a fork, never on the original.
-struct ForkCounting {
-    inner: CpuBackend,
-    fork_forwards: Arc<AtomicUsize>,
+/// What a [`Probe`] and the executors it forks saw.
+#[derive(Default)]
+struct Counts {
+    logits_steps: AtomicUsize,
+    argmax_steps: AtomicUsize,
+    /// Forwards (of either kind) run on forked executors: the prefill lane's.
+    fork_forwards: AtomicUsize,
     /// `Backend::confine` calls on forks: `[false, true]`.
-    confines: Arc<[AtomicUsize; 2]>,
+    confines: [AtomicUsize; 2],
+}
+
+/// A CPU backend that counts which kind of step the runtime asks for, and where it runs.
+struct Probe {
+    inner: CpuBackend,
+    counts: Arc<Counts>,
     is_fork: bool,
 }
 
-impl Backend for ForkCounting {
+impl Probe {
+    fn new(m: &Model, blocks: usize) -> (Self, Arc<Counts>) {
+        let counts = Arc::new(Counts::default());
+        let inner = CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), blocks, 4).expect("backend");
+        (Self { inner, counts: Arc::clone(&counts), is_fork: false }, counts)
+    }
+
+    fn count(&self, kind: &AtomicUsize) {
+        kind.fetch_add(1, Ordering::Relaxed);
+        if self.is_fork {
+            self.counts.fork_forwards.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Backend for Probe {
     fn config(&self) -> &vpd_formats::LlamaConfig {
         self.inner.config()
     }
@@ -188,19 +211,20 @@ impl Backend for ForkCounting {
         self.inner.kv_geometry()
     }
     fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Logits> {
-        if self.is_fork {
-            self.fork_forwards.fetch_add(1, Ordering::Relaxed);
-        }
+        self.count(&self.counts.logits_steps);
         self.inner.forward_layers(plan, num_layers)
     }
+    fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Argmax> {
+        self.count(&self.counts.argmax_steps);
+        Ok(Argmax::of(&self.inner.forward_layers(plan, num_layers)?))
+    }
     fn fork_executor(&mut self) -> verify_pd::error::Result<Option<Box<dyn Backend>>> {
-        let inner = self.inner.fork();
-        let (fork_forwards, confines) = (Arc::clone(&self.fork_forwards), Arc::clone(&self.confines));
-        Ok(Some(Box::new(ForkCounting { inner, fork_forwards, confines, is_fork: true })))
+        let (inner, counts) = (self.inner.fork(), Arc::clone(&self.counts));
+        Ok(Some(Box::new(Probe { inner, counts, is_fork: true })))
     }
     fn confine(&mut self, on: bool) -> verify_pd::error::Result<()> {
         assert!(self.is_fork, "only the prefill lane's executor is confined");
-        self.confines[usize::from(on)].fetch_add(1, Ordering::Relaxed);
+        self.counts.confines[usize::from(on)].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> verify_pd::error::Result<()> {
@@ -222,14 +246,7 @@ fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_for
         cfg.max_running = 6;
         cfg.prefill_thread = true;
         for gap_s in [0.0, 0.003] {
-            let fork_forwards = Arc::new(AtomicUsize::new(0));
-            let confines = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-            let backend = ForkCounting {
-                inner: CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), 96, 4).expect("backend"),
-                fork_forwards: Arc::clone(&fork_forwards),
-                confines: Arc::clone(&confines),
-                is_fork: false,
-            };
+            let (backend, counts) = Probe::new(&m, 96);
             let mut e = Engine::new(backend).expect("engine");
             let mut drafter = cpu_drafter(&DraftSpec::LayerSkip(1), &m, 200, 4).expect("drafter");
             let times: Vec<f64> = (0..reqs.len()).map(|i| i as f64 * gap_s).collect();
@@ -238,10 +255,10 @@ fn prefill_lane_thread_keeps_plain_greedy_tokens_and_runs_every_chunk_on_the_for
                 assert_eq!(o.result, Ok(FinishReason::Length), "{policy} gap {gap_s} request {i}");
                 assert_eq!(o.tokens, want[i], "{policy} gap {gap_s} request {i}");
             }
-            let chunks = fork_forwards.load(Ordering::Relaxed) as u64;
+            let chunks = counts.fork_forwards.load(Ordering::Relaxed) as u64;
             assert!(chunks > 0, "{policy}: the prefill lane ran");
             assert_eq!(chunks, out.lane_steps[2], "{policy}: every prefill step ran on the fork");
-            let (whole, confined) = (confines[0].load(Ordering::Relaxed), confines[1].load(Ordering::Relaxed));
+            let (whole, confined) = (counts.confines[0].load(Ordering::Relaxed), counts.confines[1].load(Ordering::Relaxed));
             assert_eq!((whole + confined) as u64, chunks, "{policy}: each chunk chose its partition");
             // The first prompt runs alone: the whole device. With every request there at once,
             // the later chunks run beside decoding requests: confined. (Staggered by 3 ms, the
@@ -370,36 +387,6 @@ fn bad_configurations_are_refused_with_clear_errors() {
     }
 }
 
-/// A CPU backend that counts which kind of step the runtime asks for.
-struct Counting {
-    inner: CpuBackend,
-    logits_steps: Arc<AtomicUsize>,
-    argmax_steps: Arc<AtomicUsize>,
-}
-
-impl Backend for Counting {
-    fn config(&self) -> &vpd_formats::LlamaConfig {
-        self.inner.config()
-    }
-    fn kv_geometry(&self) -> (usize, usize) {
-        self.inner.kv_geometry()
-    }
-    fn forward_layers(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Logits> {
-        self.logits_steps.fetch_add(1, Ordering::Relaxed);
-        self.inner.forward_layers(plan, num_layers)
-    }
-    fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Argmax> {
-        self.argmax_steps.fetch_add(1, Ordering::Relaxed);
-        Ok(Argmax::of(&self.inner.forward_layers(plan, num_layers)?))
-    }
-    fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> verify_pd::error::Result<()> {
-        self.inner.copy_blocks(pairs)
-    }
-    fn move_slots(&mut self, block_table: &[u32], moves: &[(usize, usize)]) -> verify_pd::error::Result<()> {
-        self.inner.move_slots(block_table, moves)
-    }
-}
-
 #[test]
 fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
     // On the GPU a logits step copies 4·vocab bytes a row to the host, an argmax step 4 bytes:
@@ -414,12 +401,7 @@ fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
             })
             .collect();
         for policy in Policy::ALL {
-            let (logits_steps, argmax_steps) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-            let backend = Counting {
-                inner: CpuBackend::new(m.config.clone(), Arc::clone(&m.weights), 96, 4).expect("backend"),
-                logits_steps: Arc::clone(&logits_steps),
-                argmax_steps: Arc::clone(&argmax_steps),
-            };
+            let (backend, counts) = Probe::new(&m, 96);
             let mut e = Engine::new(backend).expect("engine");
             let mut drafter = cpu_drafter(&DraftSpec::LayerSkip(1), &m, 200, 4).expect("drafter");
             let cfg = RuntimeConfig::new(policy, 3);
@@ -427,7 +409,7 @@ fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
             let times = vec![0.0; reqs.len()];
             let out = run_workload(&mut e, d, &cfg, reqs.clone(), &times, &mut || {}).expect("run");
             assert!(out.outcomes.iter().all(|o| o.result.is_ok()), "{policy} T={temperature}");
-            let (l, a) = (logits_steps.load(Ordering::Relaxed), argmax_steps.load(Ordering::Relaxed));
+            let (l, a) = (counts.logits_steps.load(Ordering::Relaxed), counts.argmax_steps.load(Ordering::Relaxed));
             if temperature == 0.0 {
                 assert!(l == 0 && a > 0, "{policy} greedy: {l} logits steps, {a} argmax steps");
             } else {
