@@ -3,8 +3,9 @@
 //! The target's prefill chunks run here, on a second executor of the target model
 //! ([`Backend::fork_executor`]: the same weights and paged KV cache, its own scratch buffers
 //! and, on the GPU, its own stream at the lowest priority). Before, a chunk ran on the serving
-//! thread, and a verify forward that became ready behind it waited for the whole chunk: that
-//! was most of what was left of the three-lane policies' tail (docs/perf.md, run H). Now the
+//! thread, and a verify forward that became ready behind it waited for the whole chunk (run H
+//! took that for most of the three-lane policies' tail; measured on 2026-12-03 it was not, on
+//! ShareGPT's short prompts, and it was, on long ones: docs/perf.md, "Lane threads"). Now the
 //! serving thread plans a chunk (admission, blocks, the plan), sends it here, and goes on
 //! verifying; the chunk's rows come back and are applied between its own steps.
 //!
