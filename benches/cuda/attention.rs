@@ -1,7 +1,7 @@
 //! Paged decode attention, Llama-3-8B heads (32/8, D 128), bf16 K/V in 16-token blocks:
-//! batch x context, with the split-K factor the backend picks, on the GQA kernel (the one the
-//! backend runs for this shape) and on the generic one. Bytes are the K/V of every sequence
-//! read once (the floor).
+//! batch x context, with the split-K factor the backend picks, on the tensor-core kernel (the
+//! one the backend runs for this shape), the CUDA-core GQA kernel and the generic one. Bytes
+//! are the K/V of every sequence read once (the floor).
 #[path = "common.rs"]
 mod common;
 
@@ -44,9 +44,11 @@ fn bench(c: &mut Criterion) {
         let q = dev.upload(&common::rand_f32(batch * shape.q_dim(), 1)).unwrap();
         let mut out = dev.alloc::<u16>(batch * shape.q_dim()).unwrap();
         let bytes = (batch * (ctx + 1) * shape.kv_dim() * 2 * 2) as f64;
-        for path in [ops::AttnPath::Gqa, ops::AttnPath::Generic] {
+        for path in [ops::AttnPath::Mma, ops::AttnPath::Gqa, ops::AttnPath::Generic] {
             let splits = match path {
-                ops::AttnPath::Gqa => ops::attn_splits(batch, shape, ctx + 1, dev.sm_count as usize),
+                ops::AttnPath::Mma | ops::AttnPath::Gqa => {
+                    ops::attn_splits_for(path, batch, shape, ctx + 1, dev.sm_count as usize)
+                }
                 // The generic kernel's own rule (blocks per query head, 2 per SM).
                 ops::AttnPath::Generic => (2 * dev.sm_count as usize)
                     .div_ceil(batch * shape.n_heads)
@@ -54,16 +56,16 @@ fn bench(c: &mut Criterion) {
                     .clamp(1, 64),
             };
             let mut partial = dev.alloc::<f32>(splits * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
-            if path == ops::AttnPath::Gqa && batch > 1 {
+            if path == ops::AttnPath::Mma && batch > 1 {
                 // The split count against one wave of resident blocks (what attn_splits picks).
-                for other in [1usize, 2, 3, 4, 5, 8].into_iter().filter(|&k| k != splits) {
+                for other in [1usize, 2, 3, 4, 5, 6, 8].into_iter().filter(|&k| k != splits) {
                     let mut partial = dev.alloc::<f32>(other * batch * shape.n_heads * (shape.head_dim + 2)).unwrap();
                     let mut run = || {
                         ops::paged_attn_on(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, other, path)
                             .unwrap()
                     };
                     let size = format!("batch={batch} ctx={ctx} splits={other} (sweep)");
-                    common::report(&dev, "attn_gqa", &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
+                    common::report(&dev, "attn_mma", &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
                 }
             }
             let mut run = || {
@@ -82,11 +84,15 @@ fn bench(c: &mut Criterion) {
                 )
                 .unwrap()
             };
-            let tag = if path == ops::AttnPath::Gqa { "attn_gqa" } else { "attn_generic" };
+            let tag = match path {
+                ops::AttnPath::Mma => "attn_mma",
+                ops::AttnPath::Gqa => "attn_gqa",
+                ops::AttnPath::Generic => "attn_generic",
+            };
             common::profile_once(&dev.stream, &format!("{tag}/{batch}x{ctx}"), &mut run);
             let size = format!("batch={batch} ctx={ctx} splits={splits}");
             common::report(&dev, tag, &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
-            if path == ops::AttnPath::Gqa {
+            if path == ops::AttnPath::Mma {
                 let mut g = c.benchmark_group(format!("cuda_{}", dev.name.replace(' ', "_")));
                 g.throughput(Throughput::Bytes(bytes as u64));
                 g.bench_function(format!("paged_attn/b={batch}/ctx={ctx}"), |b| {

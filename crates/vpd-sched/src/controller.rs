@@ -66,8 +66,9 @@ pub struct LaneLoad {
     /// Tokens of verify groups queued ahead that the next verify forward will micro-batch
     /// with these drafts (verify queue depth × their Σ(L+1)).
     pub verify_queue_tokens: u32,
-    /// Prefill tokens that run in the verify lane's partition during the step: min(prefill
-    /// backlog, chunk budget).
+    /// Prefill tokens that run inside the verify forward (chunks that ride in it): at most
+    /// the backlog. A chunk that runs as a forward of its own is not counted here; its device
+    /// time shows in `verify_busy`.
     pub prefill_chunk_tokens: u32,
     /// Fraction of recent time the verify lane was busy, in [0, 1] (a decayed meter such as
     /// [`crate::BusyMeter`], not a lifetime average); non-finite counts as 0.

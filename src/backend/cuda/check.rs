@@ -306,11 +306,11 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         if !tried.contains(&auto) {
             tried.push(auto);
         }
-        // Both kernels where the GQA one takes the shape (it must equal the generic one).
-        let mut paths = vec![ops::AttnPath::Generic];
-        if ops::attn_path(shape, f.max_tree) == ops::AttnPath::Gqa {
-            paths.push(ops::AttnPath::Gqa);
-        }
+        // Every kernel that takes the shape (each must match the CPU).
+        let paths: Vec<ops::AttnPath> = [ops::AttnPath::Generic, ops::AttnPath::Gqa, ops::AttnPath::Mma]
+            .into_iter()
+            .filter(|&p| ops::attn_path_allowed(p, shape, f.max_tree))
+            .collect();
         for &path in &paths {
             for &splits in &tried {
                 let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2))?;
@@ -333,7 +333,11 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
                     "S={n_seqs} T={t} ctx={contexts:?} heads={}/{} D={} splits={splits}",
                     shape.n_heads, shape.n_kv_heads, shape.head_dim
                 );
-                let name = if path == ops::AttnPath::Gqa { "paged_attn gqa" } else { "paged_attn generic" };
+                let name = match path {
+                    ops::AttnPath::Mma => "paged_attn mma",
+                    ops::AttnPath::Gqa => "paged_attn gqa",
+                    ops::AttnPath::Generic => "paged_attn generic",
+                };
                 rows.push(CheckRow::new(name, size, norm_err(&got, &want), TOL_BF16));
             }
         }

@@ -94,6 +94,22 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("attention", "paged_attn_gqa6_d128_kernel"),
     ("attention", "paged_attn_gqa7_d128_kernel"),
     ("attention", "paged_attn_gqa8_d128_kernel"),
+    ("attention_mma", "paged_attn_mma1_d64_kernel"),
+    ("attention_mma", "paged_attn_mma2_d64_kernel"),
+    ("attention_mma", "paged_attn_mma3_d64_kernel"),
+    ("attention_mma", "paged_attn_mma4_d64_kernel"),
+    ("attention_mma", "paged_attn_mma5_d64_kernel"),
+    ("attention_mma", "paged_attn_mma6_d64_kernel"),
+    ("attention_mma", "paged_attn_mma7_d64_kernel"),
+    ("attention_mma", "paged_attn_mma8_d64_kernel"),
+    ("attention_mma", "paged_attn_mma1_d128_kernel"),
+    ("attention_mma", "paged_attn_mma2_d128_kernel"),
+    ("attention_mma", "paged_attn_mma3_d128_kernel"),
+    ("attention_mma", "paged_attn_mma4_d128_kernel"),
+    ("attention_mma", "paged_attn_mma5_d128_kernel"),
+    ("attention_mma", "paged_attn_mma6_d128_kernel"),
+    ("attention_mma", "paged_attn_mma7_d128_kernel"),
+    ("attention_mma", "paged_attn_mma8_d128_kernel"),
     ("gemv", "gemv1_kernel"),
     ("gemv", "gemv2_kernel"),
     ("gemv", "gemv3_kernel"),
@@ -146,6 +162,15 @@ impl Device {
             })?;
             for &(fam, name) in FUNCTIONS.iter().filter(|(f, _)| *f == family) {
                 let f = m.load_function(name).map_err(|e| EngineError::Backend(format!("{fam}: {name}: {e}")))?;
+                if fam == "attention_mma" {
+                    // Its occupancy is bound by shared memory (the staging ring): ask for the
+                    // largest carveout so that 9 blocks fit a SM on Hopper, not the driver's pick.
+                    f.set_attribute(
+                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                        100,
+                    )
+                    .map_err(|e| EngineError::Backend(format!("{fam}: {name}: shared-memory carveout: {e}")))?;
+                }
                 functions.insert(name, f);
             }
             modules.push(m);

@@ -734,12 +734,15 @@ mod tests {
     #[test]
     fn attention_splits_fill_the_card_only_for_long_contexts() {
         let llama = HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
-        assert_eq!(ops::attn_path(llama, 0), ops::AttnPath::Gqa);
+        assert_eq!(ops::attn_path(llama, 0), ops::AttnPath::Mma);
+        assert_eq!(ops::attn_path(llama, 4096), ops::AttnPath::Mma);
+        assert!(ops::attn_path_allowed(ops::AttnPath::Gqa, llama, 0));
         assert_eq!(ops::attn_splits(1, llama, 100, 132), 1);
         assert_eq!(ops::attn_splits(1, llama, 4096, 132), 32);
-        // One wave: 32 tokens x 8 KV heads = 256 blocks, two splits fill 512 of 528 slots.
-        assert_eq!(ops::attn_splits(32, llama, 2048, 132), 2);
-        assert_eq!(ops::attn_splits(64, llama, 1024, 132), 1);
+        // One wave of one-warp blocks: 32 tokens x 8 KV heads = 256 blocks, four splits fill
+        // 1024 of the 1056 slots counted (8 a SM).
+        assert_eq!(ops::attn_splits(32, llama, 2048, 132), 4);
+        assert_eq!(ops::attn_splits(64, llama, 1024, 132), 2);
         assert_eq!(ops::attn_splits(512, llama, 4096, 132), 1);
         assert!(ops::attn_splits(1, llama, 1 << 20, 132) <= 64);
         // Shapes the GQA kernels do not take use the generic kernel, split by query heads.
@@ -747,6 +750,8 @@ mod tests {
         assert_eq!(ops::attn_path(odd, 0), ops::AttnPath::Generic);
         let wide = HeadShape { n_heads: 32, n_kv_heads: 2, head_dim: 128 };
         assert_eq!(ops::attn_path(wide, 0), ops::AttnPath::Generic);
+        let small = HeadShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };
+        assert_eq!(ops::attn_path(small, 7), ops::AttnPath::Mma);
         let deep_tree = HeadShape { n_heads: 64, n_kv_heads: 8, head_dim: 256 };
         assert_eq!(ops::attn_path(deep_tree, 0), ops::AttnPath::Gqa);
         assert_eq!(ops::attn_path(deep_tree, 4096), ops::AttnPath::Generic);

@@ -339,6 +339,10 @@ pub enum AttnPath {
     Gqa,
     /// `paged_attn_kernel`: one block per (token, query head, split); any even head_dim.
     Generic,
+    /// `paged_attn_mma<G>_d<D>_kernel` (attention_mma.cu): one warp per (token, KV head,
+    /// split), both products on tensor cores, K/V staged through shared memory by cp.async.
+    /// Head size 64 or 128, groups up to [`MAX_GQA_GROUP`].
+    Mma,
 }
 
 /// Largest query group (heads per KV head) the GQA kernels are instantiated for.
@@ -352,27 +356,56 @@ fn gqa_smem(shape: HeadShape, max_tree: usize) -> u32 {
     (GQA_WARPS * g * (shape.head_dim as u32 + 2) + max_tree as u32) * 4
 }
 
+/// Resident blocks a SM the split rule of the tensor-core kernel counts on: its 24 KiB of
+/// staging buffers (D = 128) allow 9 on an H100/H200 and 6 on an A100; 8 keeps one wave on
+/// the former without a second partial wave on the latter's larger share.
+const MMA_BLOCKS_PER_SM: usize = 8;
+
+/// Whether `path` takes the shape. The generic kernel takes every shape the backend allows.
 /// The GQA kernel takes head_dim 8·2^k (≤ 256, so D / 8 lanes hold one row), groups up to
-/// [`MAX_GQA_GROUP`], and a tree whose ancestor list fits beside the merge buffer.
-pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
+/// [`MAX_GQA_GROUP`], and a tree whose ancestor list fits beside the merge buffer. The
+/// tensor-core kernel takes head_dim 64 or 128 and the same groups (its ancestor list, at most
+/// [`MAX_TREE`] entries, fits beside its 24 KiB of staging buffers).
+pub fn attn_path_allowed(path: AttnPath, shape: HeadShape, max_tree: usize) -> bool {
     let d = shape.head_dim;
     let g = shape.n_heads / shape.n_kv_heads.max(1);
-    let ok = d.is_multiple_of(8) && (d / 8).is_power_of_two() && d <= MAX_HEAD_DIM && (1..=MAX_GQA_GROUP).contains(&g);
-    if ok && gqa_smem(shape, max_tree) <= SMEM_DEFAULT {
-        AttnPath::Gqa
-    } else {
-        AttnPath::Generic
+    let group_ok = shape.n_kv_heads > 0 && shape.n_heads.is_multiple_of(shape.n_kv_heads) && (1..=MAX_GQA_GROUP).contains(&g);
+    match path {
+        AttnPath::Generic => true,
+        AttnPath::Gqa => {
+            group_ok
+                && d.is_multiple_of(8)
+                && (d / 8).is_power_of_two()
+                && d <= MAX_HEAD_DIM
+                && gqa_smem(shape, max_tree) <= SMEM_DEFAULT
+        }
+        AttnPath::Mma => group_ok && (d == 64 || d == 128) && max_tree <= MAX_TREE,
     }
 }
 
-/// Split-K factor (flash-decoding), sized by the context. GQA path: as many splits as fill
-/// one wave of resident blocks (4 a SM at the kernel's 128 registers × 128 threads) without
+/// The fastest kernel that takes the shape: tensor cores, then GQA, then generic.
+pub fn attn_path(shape: HeadShape, max_tree: usize) -> AttnPath {
+    [AttnPath::Mma, AttnPath::Gqa]
+        .into_iter()
+        .find(|&p| attn_path_allowed(p, shape, max_tree))
+        .unwrap_or(AttnPath::Generic)
+}
+
+/// Split-K factor (flash-decoding), sized by the context. GQA and tensor-core paths: as many
+/// splits as fill one wave of resident blocks (4 a SM for the GQA kernel's 128 registers × 128
+/// threads, [`MMA_BLOCKS_PER_SM`] for the one-warp tensor-core kernel) without
 /// going over, since every block of a decode step has the same work and a partial second wave
 /// costs a whole block's time; generic path: about 8 blocks a SM. Each split at least 128
 /// positions long, at most 64 splits. The block count is tokens × KV heads on the GQA path,
 /// tokens × query heads on the generic one.
 pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
-    let want = match attn_path(shape, 0) {
+    attn_splits_for(attn_path(shape, 0), tokens, shape, max_context, sm_count)
+}
+
+/// [`attn_splits`] for a chosen kernel (the benches compare them).
+pub fn attn_splits_for(path: AttnPath, tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
+    let want = match path {
+        AttnPath::Mma => (MMA_BLOCKS_PER_SM * sm_count) / (tokens * shape.n_kv_heads).max(1),
         AttnPath::Gqa => (4 * sm_count) / (tokens * shape.n_kv_heads).max(1),
         AttnPath::Generic => (8 * sm_count).div_ceil((tokens * shape.n_heads).max(1)),
     };
@@ -381,6 +414,35 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
 
 pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Result<()> {
     match path {
+        AttnPath::Mma => {
+            const NAMES: [[&str; MAX_GQA_GROUP]; 2] = [
+                [
+                    "paged_attn_mma1_d64_kernel",
+                    "paged_attn_mma2_d64_kernel",
+                    "paged_attn_mma3_d64_kernel",
+                    "paged_attn_mma4_d64_kernel",
+                    "paged_attn_mma5_d64_kernel",
+                    "paged_attn_mma6_d64_kernel",
+                    "paged_attn_mma7_d64_kernel",
+                    "paged_attn_mma8_d64_kernel",
+                ],
+                [
+                    "paged_attn_mma1_d128_kernel",
+                    "paged_attn_mma2_d128_kernel",
+                    "paged_attn_mma3_d128_kernel",
+                    "paged_attn_mma4_d128_kernel",
+                    "paged_attn_mma5_d128_kernel",
+                    "paged_attn_mma6_d128_kernel",
+                    "paged_attn_mma7_d128_kernel",
+                    "paged_attn_mma8_d128_kernel",
+                ],
+            ];
+            let g = (p.n_heads / p.n_kv_heads) as usize;
+            let by_d = usize::from(p.head_dim == 128);
+            // Dynamic shared memory: the ancestor list of a tree token (static: the staging ring).
+            let smem = p.max_tree * 4;
+            launch(dev, NAMES[by_d][g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), 32, smem), p)?;
+        }
         AttnPath::Gqa => {
             // By head size: compiled for D = 64 and 128 (folded index math), any D otherwise.
             const NAMES: [[&str; MAX_GQA_GROUP]; 3] = [
@@ -461,8 +523,8 @@ pub fn paged_attn(
     paged_attn_on(dev, q, q_stride, cache, layer, meta, shape, out, partial, splits, path)
 }
 
-/// [`paged_attn`] on a chosen kernel (the checks run both). A [`AttnPath::Gqa`] request the
-/// shape does not allow falls back to the generic kernel.
+/// [`paged_attn`] on a chosen kernel (the checks run each). A path the shape does not allow
+/// ([`attn_path_allowed`]) falls back to the generic kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attn_on(
     dev: &Device,
@@ -478,7 +540,7 @@ pub fn paged_attn_on(
     path: AttnPath,
 ) -> Result<()> {
     shape.check()?;
-    let path = if attn_path(shape, meta.max_tree) == AttnPath::Gqa { path } else { AttnPath::Generic };
+    let path = if attn_path_allowed(path, shape, meta.max_tree) { path } else { AttnPath::Generic };
     let t = meta.tokens;
     if meta.max_tree > MAX_TREE {
         return Err(shape_err("attention", format!("token tree of {} nodes (at most {MAX_TREE})", meta.max_tree)));

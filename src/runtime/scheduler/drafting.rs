@@ -13,6 +13,19 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::spec::{DraftQuery, Proposal};
 
+/// Prefill tokens that will share the next verify forward, the controller's `B` beside the
+/// queued verify groups. The controller only runs under the three-lane policies, where a chunk
+/// is a forward of its own (on the serving thread, or on the prefill lane's thread and
+/// executor) unless `--prefill-ride` lets chunks ride in the verify forwards. A chunk of its
+/// own does not change what one more drafted token costs in the verify forward, so it is not
+/// charged: charging it (up to the whole chunk budget, the rule before 2026-12-03) pushed the
+/// verify forward past the compute ridge in the cost model and drafts down to L = 1 whenever
+/// long prompts waited. The chunk's device time still counts in the busy meter, since it does
+/// slow concurrent drafts.
+pub(super) fn prefill_tokens_in_verify(waiting_tokens: usize, prefill_ride: usize) -> usize {
+    waiting_tokens.min(prefill_ride)
+}
+
 impl<B: Backend> Runtime<'_, '_, B> {
     /// Drafts for `ids` (all in state Drafting). Returns the work for one target step:
     /// `Verify` for each non-empty draft and `Decode` for each request without one. With
@@ -20,7 +33,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
     pub(super) fn draft_round(&mut self, ids: &[usize], hand_off: bool) -> Result<Vec<(usize, Work)>> {
         let load = LaneLoad {
             verify_queue_tokens: self.verify_q.len() as u32 * (self.cfg.num_draft as u32 + 1),
-            prefill_chunk_tokens: self.waiting_tokens().min(self.cfg.prefill_budget) as u32,
+            prefill_chunk_tokens: prefill_tokens_in_verify(self.waiting_tokens(), self.cfg.prefill_ride) as u32,
             verify_busy: self.target_busy.fraction(self.now_s()),
         };
         let want: HashMap<usize, usize> = match &mut self.controller {
@@ -279,5 +292,20 @@ impl<B: Backend> Runtime<'_, '_, B> {
             d.end(seq);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefill_tokens_in_verify;
+
+    #[test]
+    fn only_chunks_that_ride_in_the_verify_forward_count_as_its_tokens() {
+        // Chunks of their own (no ride): nothing shares the verify forward, however long the backlog.
+        assert_eq!(prefill_tokens_in_verify(4096, 0), 0);
+        // Riding: the backlog up to the ride budget.
+        assert_eq!(prefill_tokens_in_verify(4096, 384), 384);
+        assert_eq!(prefill_tokens_in_verify(100, 384), 100);
+        assert_eq!(prefill_tokens_in_verify(0, 384), 0);
     }
 }
