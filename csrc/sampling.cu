@@ -98,10 +98,25 @@ struct Weight {  // softmax numerator exp(x·(1/T) - max·(1/T)), +inf logits sh
     }
 };
 
+// Writes row `probs` as the kept masses over their total (one-hot at `best` when nothing is
+// kept): the f64 quotient of two exact integers rounded to f32, as kernel_ref::probs_ref does.
+template <class M>
+static __device__ void write_probs(float *probs, uint32_t n, uint32_t best, const M &m) {
+    uint64_t s = 0;
+    for (uint32_t i = threadIdx.x; i < n; i += SAMPLING_THREADS) s += m(i);
+    const uint64_t total = block_reduce_u64<false>(s);
+    for (uint32_t i = threadIdx.x; i < n; i += SAMPLING_THREADS) {
+        // m / total, not m * (1 / total): the quotient is correctly rounded on both sides.
+        const double q = total ? __ddiv_rn(__ull2double_rn(m(i)), __ull2double_rn(total)) : (i == best ? 1.0 : 0.0);
+        probs[i] = __double2float_rn(q);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) sample_kernel(SampleParams p) {
     const uint32_t row = blockIdx.x;
     if (row >= p.rows) return;
     const float *x = p.logits + static_cast<size_t>(row) * p.vocab;
+    float *probs = p.probs ? p.probs + static_cast<size_t>(row) * p.vocab : nullptr;
     const uint32_t best = block_argmax(x, p.vocab);
     const float t = p.temperature[row];
     const float xm = x[best];
@@ -122,11 +137,17 @@ extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) sample_kernel(
             const uint64_t tgt = min(static_cast<uint64_t>(__double2ull_rz(__dmul_rn(static_cast<double>(tp), __ull2double_rn(total)))), total);
             cut = max(cut, radix_select(x, p.vocab, cut, tgt, mass));
         }
-        const uint64_t bits = draw_bits(philox(p.seed[row], p.offset, row, 0));
-        const uint32_t got =
-            cut == 0 ? block_pick(mass, p.vocab, bits)
-                     : block_pick([&](uint32_t i) { return key64(x[i], i) >= cut ? mass(i) : 0ull; }, p.vocab, bits);
+        const uint4 words = p.counter ? philox(p.seed[row], p.counter[row], p.stream, 0) : philox(p.seed[row], p.offset, row, 0);
+        const uint64_t bits = draw_bits(words);
+        const auto kept = [&](uint32_t i) { return key64(x[i], i) >= cut ? mass(i) : 0ull; };
+        const uint32_t got = cut == 0 ? block_pick(mass, p.vocab, bits) : block_pick(kept, p.vocab, bits);
         if (got != NONE) tok = got;
+        if (probs) {
+            if (cut == 0) write_probs(probs, p.vocab, best, mass);
+            else write_probs(probs, p.vocab, best, kept);
+        }
+    } else if (probs) {
+        for (uint32_t i = threadIdx.x; i < p.vocab; i += SAMPLING_THREADS) probs[i] = i == best ? 1.f : 0.f;
     }
     if (threadIdx.x == 0) p.out[row] = tok;
 }
@@ -137,17 +158,25 @@ extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) chain_verify_k
     const size_t v = p.vocab;
     const uint32_t l = min(p.num_drafts[row], p.max_draft);
     const uint32_t *drafts = p.draft_tokens + static_cast<size_t>(row) * p.max_draft;
-    const float *target = p.target + static_cast<size_t>(row) * (p.max_draft + 1) * v;
-    const float *draft = p.draft + static_cast<size_t>(row) * p.max_draft * v;
+    const size_t t0 = p.target_row ? p.target_row[row] : static_cast<size_t>(row) * (p.max_draft + 1);
+    const float *target = p.target + t0 * v;
+    // q_i: its own row (draft_rows), one-hot at x_i (a NULL entry there), or the fixed layout.
+    const auto q_row = [&](uint32_t i) -> const float * {
+        if (p.draft_rows) return p.draft_rows[static_cast<size_t>(row) * p.max_draft + i];
+        return p.draft + (static_cast<size_t>(row) * p.max_draft + i) * v;
+    };
     const uint64_t seed = p.seed[row];
+    const uint64_t offset = p.counter ? p.counter[row] : p.offset;
+    const uint32_t word0 = p.counter ? 0u : row;
     __shared__ uint32_t s_acc;
     if (threadIdx.x == 0) {
         uint32_t i = 0;
         for (; i < l; ++i) {
             const uint32_t xi = drafts[i];
-            const float u = accept_uniform(philox(seed, p.offset, row, i));
+            const float u = accept_uniform(philox(seed, offset, word0, i));
+            const float *q = q_row(i);
             const double px = xi < p.vocab ? pos(target[i * v + xi]) : 0.0;
-            const double qx = xi < p.vocab ? pos(draft[i * v + xi]) : 0.0;
+            const double qx = xi < p.vocab ? (q ? pos(q[xi]) : 1.0) : 0.0;
             // u * q(x) < p(x) in f64: the product of two 24-bit significands is exact.
             if (!(qx > 0.0 && static_cast<double>(u) * qx < px)) break;
         }
@@ -155,11 +184,13 @@ extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) chain_verify_k
     }
     __syncthreads();
     const uint32_t j = s_acc;
-    const uint64_t bits = draw_bits(philox(seed, p.offset, row, j));
+    const uint64_t bits = draw_bits(philox(seed, offset, word0, j));
     uint32_t tok;
     if (j < l) {
-        const float *pr = target + j * v, *qr = draft + j * v;
-        tok = block_pick([&](uint32_t i) { return fx(pos(pr[i]) - pos(qr[i])); }, p.vocab, bits);
+        const float *pr = target + j * v, *qr = q_row(j);
+        const uint32_t xj = drafts[j];
+        if (qr) tok = block_pick([&](uint32_t i) { return fx(pos(pr[i]) - pos(qr[i])); }, p.vocab, bits);
+        else tok = block_pick([&](uint32_t i) { return fx(pos(pr[i]) - (i == xj ? 1.f : 0.f)); }, p.vocab, bits);
         if (tok == NONE) tok = draw_row(pr, p.vocab, bits);  // p == q: the residual is p itself
     } else {
         tok = draw_row(target + l * v, p.vocab, bits);
@@ -178,7 +209,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLING_THREADS, 1) chain_verify_g
     const size_t v = p.vocab;
     const uint32_t l = min(p.num_drafts[row], p.max_draft);
     const uint32_t *drafts = p.draft_tokens + static_cast<size_t>(row) * p.max_draft;
-    const float *target = p.target + static_cast<size_t>(row) * (p.max_draft + 1) * v;
+    const size_t t0 = p.target_row ? p.target_row[row] : static_cast<size_t>(row) * (p.max_draft + 1);
+    const float *target = p.target + t0 * v;
     uint32_t j = 0, tok = 0;
     for (;; ++j) {
         tok = block_argmax(target + j * v, p.vocab);

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use verify_pd::backend::cpu::CpuBackend;
-use verify_pd::backend::{Argmax, Backend, Logits, StepPlan};
+use verify_pd::backend::{Argmax, Backend, Logits, Pick, Picked, StepPlan};
 use verify_pd::engine::{Engine, FinishReason, GenerateRequest};
 use verify_pd::make_model::{write_random_checkpoint, Preset, WeightDType};
 use verify_pd::model::Model;
@@ -175,6 +175,8 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
 struct Counts {
     logits_steps: AtomicUsize,
     argmax_steps: AtomicUsize,
+    /// Steps whose rows were picked on the backend (`Backend::forward_pick`).
+    pick_steps: AtomicUsize,
     /// Forwards (of either kind) run on forked executors: the prefill lane's.
     fork_forwards: AtomicUsize,
     /// `Backend::confine` calls on forks: `[false, true]`.
@@ -217,6 +219,10 @@ impl Backend for Probe {
     fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> verify_pd::error::Result<Argmax> {
         self.count(&self.counts.argmax_steps);
         Ok(Argmax::of(&self.inner.forward_layers(plan, num_layers)?))
+    }
+    fn forward_pick(&mut self, plan: &StepPlan, num_layers: usize, picks: &[Pick<'_>]) -> verify_pd::error::Result<Vec<Picked>> {
+        self.count(&self.counts.pick_steps);
+        self.inner.forward_pick(plan, num_layers, picks)
     }
     fn fork_executor(&mut self) -> verify_pd::error::Result<Option<Box<dyn Backend>>> {
         let (inner, counts) = (self.inner.fork(), Arc::clone(&self.counts));
@@ -297,6 +303,41 @@ fn sampled_tokens_do_not_depend_on_where_prefill_runs() {
             assert_eq!(a.tokens, b.tokens, "{policy} request {i}");
         }
     }
+}
+
+#[test]
+fn sampled_tokens_do_not_depend_on_the_batch_or_on_how_steps_are_scheduled() {
+    // Every draw is keyed by the request's seed and counted by the position it decides, so with
+    // a fixed L a request's sampled tokens are the same served alone or beside others, and
+    // under single-lane (prefill mixed into verify steps) or three-lane scheduling; a plain
+    // policy likewise alone or in a batch. (Plain and speculative runs use their random words
+    // differently: the same distribution, not the same tokens.)
+    let (_d, m) = tiny(6);
+    let reqs: Vec<GenerateRequest> = requests(5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.sampling = SamplingParams { temperature: 0.9, top_k: 40 * (i % 2), top_p: 0.95, seed: 100 + i as u64 };
+            r
+        })
+        .collect();
+    let tokens = |policy: Policy, reqs: &[GenerateRequest]| -> Vec<Vec<u32>> {
+        let out = run(&m, policy, &DraftSpec::LayerSkip(1), 96, reqs, 0.001, 8);
+        out.outcomes.iter().map(|o| o.tokens.clone()).collect()
+    };
+    let together = tokens(Policy::ThreeLane, &reqs);
+    assert_eq!(tokens(Policy::SingleLane, &reqs), together, "single-lane against three-lane");
+    let plain_together = tokens(Policy::NoSpec, &reqs);
+    assert_ne!(plain_together, together, "plain and speculative draws should differ somewhere");
+    for (i, r) in reqs.iter().enumerate() {
+        let one = std::slice::from_ref(r);
+        assert_eq!(tokens(Policy::ThreeLane, one)[0], together[i], "three-lane request {i} alone");
+        assert_eq!(tokens(Policy::NoSpec, one)[0], plain_together[i], "nospec request {i} alone");
+    }
+    // And plain generation outside the runtime draws the same tokens as its plain policy.
+    let mut e = engine(&m, 96);
+    let batch: Vec<Vec<u32>> = e.generate_batch(&reqs).expect("batch").into_iter().map(|o| o.token_ids).collect();
+    assert_eq!(batch, plain_together, "Engine::generate_batch against the nospec policy");
 }
 
 #[test]
@@ -388,9 +429,10 @@ fn bad_configurations_are_refused_with_clear_errors() {
 }
 
 #[test]
-fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
-    // On the GPU a logits step copies 4·vocab bytes a row to the host, an argmax step 4 bytes:
-    // greedy work must never fall back to whole rows (docs/perf.md, run G).
+fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_pick_on_the_backend() {
+    // On the GPU a logits step copies 4·vocab bytes a row to the host, an argmax or pick step
+    // a few integers: neither greedy nor sampled work may fall back to whole rows (docs/perf.md,
+    // run G) unless a request reports logprobs.
     let (_d, m) = tiny(3);
     for temperature in [0.0f32, 0.8] {
         let reqs: Vec<GenerateRequest> = requests(5)
@@ -409,11 +451,15 @@ fn greedy_steps_ask_only_for_argmax_rows_and_sampling_steps_for_logits() {
             let times = vec![0.0; reqs.len()];
             let out = run_workload(&mut e, d, &cfg, reqs.clone(), &times, &mut || {}).expect("run");
             assert!(out.outcomes.iter().all(|o| o.result.is_ok()), "{policy} T={temperature}");
-            let (l, a) = (counts.logits_steps.load(Ordering::Relaxed), counts.argmax_steps.load(Ordering::Relaxed));
+            let (l, a, p) = (
+                counts.logits_steps.load(Ordering::Relaxed),
+                counts.argmax_steps.load(Ordering::Relaxed),
+                counts.pick_steps.load(Ordering::Relaxed),
+            );
             if temperature == 0.0 {
-                assert!(l == 0 && a > 0, "{policy} greedy: {l} logits steps, {a} argmax steps");
+                assert!(l == 0 && a > 0 && p == 0, "{policy} greedy: {l} logits, {a} argmax, {p} pick steps");
             } else {
-                assert!(l > 0 && a == 0, "{policy} sampling: {l} logits steps, {a} argmax steps");
+                assert!(l == 0 && a == 0 && p > 0, "{policy} sampling: {l} logits, {a} argmax, {p} pick steps");
             }
         }
     }

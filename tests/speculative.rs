@@ -103,7 +103,7 @@ fn chunked_drafter_prefill_leaves_the_same_drafts_as_catching_up_in_the_draft_st
             assert_eq!(taken, context.len() - 1, "chunk {chunk}");
             assert_eq!(d.prefill(9, &context, chunk).expect("again"), 0);
         }
-        let p = d.propose(&[query], &mut [Sampler::new(1)]).expect("propose");
+        let p = d.propose(&[query]).expect("propose");
         drafts.push(p[0].tree.tokens.clone());
     }
     assert_eq!(drafts[0].len(), 4);

@@ -108,32 +108,46 @@ typedef struct FillRandomParams {
 } FillRandomParams;
 
 /* Fused sampling (sampling.cu, sample_kernel), one block per row: temperature, top-k, top-p,
- * softmax and an inverse-CDF draw with Philox4x32-10 for (seed[r], offset, r, 0); greedy
- * (temperature <= 0) is argmax. Arithmetic: vpd_sampling::kernel_ref (fixed-point masses), so
- * the CPU reproduces every token. */
+ * softmax and an inverse-CDF draw with Philox4x32-10; greedy (temperature <= 0) is argmax.
+ * Philox counter of row r: (seed[r], counter[r], stream, 0) when `counter` is set (the engine:
+ * a request's own key and the position of the token the row decides, so a draw does not depend
+ * on which rows share the launch), else (seed[r], offset, r, 0). With `probs`, the row's
+ * processed distribution is written too: kept mass / total mass (f64 division rounded to f32),
+ * one-hot at the argmax for greedy rows; a drafter's q for chain verification. Arithmetic:
+ * vpd_sampling::kernel_ref (fixed-point masses), so the CPU reproduces every token and row. */
 typedef struct SampleParams {
     const float *logits;      /* [rows, vocab] f32 */
     const float *temperature; /* [rows] <= 0 or NaN: greedy */
     const uint32_t *top_k;    /* [rows] 0 or >= vocab: off */
     const float *top_p;       /* [rows] >= 1 or NaN: off */
     const uint64_t *seed;     /* [rows] Philox key of each row */
+    const uint64_t *counter;  /* [rows] Philox offset of each row, or NULL: `offset`, with r as word 0 */
     uint32_t *out;            /* [rows] sampled token */
-    uint64_t offset;          /* Philox counter offset of this step (advance it per step) */
+    float *probs;             /* [rows, vocab] processed distribution of each row, or NULL */
+    uint64_t offset;          /* Philox counter offset of this step when `counter` is NULL */
     uint32_t rows;
     uint32_t vocab;           /* 1 ..= 2^20 (checked on the host) */
+    uint32_t stream;          /* Philox counter word 0 when `counter` is set (0 target, 1 drafter) */
 } SampleParams;
 
-/* Chain speculative verification (sampling.cu): row r has L = min(num_drafts[r], max_draft)
+/* Chain speculative verification (sampling.cu): chain r has L = min(num_drafts[r], max_draft)
  * drafts. chain_verify_kernel accepts draft i with probability min(1, p_i(x)/q_i(x)) (Philox
- * word 0 of (seed[r], offset, r, i)), draws the first rejection from norm(max(0, p_i - q_i)) and
- * the bonus from p_L (words 2-3). chain_verify_greedy_kernel reads logits in `target`, ignores
- * `draft` and `seed`, and accepts while x_i == argmax. A draft token >= vocab is rejected. */
+ * word 0 of (seed[r], offset, r, i), or of (seed[r], counter[r], 0, i) when `counter` is set),
+ * draws the first rejection from norm(max(0, p_i - q_i)) and the bonus from p_L (words 2-3).
+ * chain_verify_greedy_kernel reads logits in `target`, ignores `draft` and `seed`, and accepts
+ * while x_i == argmax. A draft token >= vocab is rejected.
+ * Layout: target rows of chain r start at row target_row[r] (or r * (max_draft + 1)); q_i of
+ * chain r is the row at draft_rows[r * max_draft + i] (a NULL entry: one-hot at x_i, a
+ * deterministic draft), or with draft_rows NULL row (r * max_draft + i) of `draft`. */
 typedef struct ChainVerifyParams {
-    const float *target;          /* [rows, max_draft + 1, vocab] processed target probs p (greedy: logits) */
-    const float *draft;           /* [rows, max_draft, vocab] drafter probs q (greedy: unused, may be NULL) */
+    const float *target;          /* [>= rows * (max_draft + 1) or the rows target_row names, vocab] processed target probs p (greedy: logits) */
+    const float *draft;           /* [rows, max_draft, vocab] drafter probs q (greedy or draft_rows set: unused, may be NULL) */
+    const float *const *draft_rows; /* [rows, max_draft] address of each q row (entries may be NULL), or NULL */
+    const uint32_t *target_row;   /* [rows] first target row of each chain, or NULL */
     const uint32_t *draft_tokens; /* [rows, max_draft] */
     const uint32_t *num_drafts;   /* [rows] L of each row */
     const uint64_t *seed;         /* [rows] (greedy: unused, may be NULL) */
+    const uint64_t *counter;      /* [rows] Philox offset of each chain, or NULL: `offset` with r as word 0 */
     uint32_t *accepted;           /* [rows] accepted drafts */
     uint32_t *out_tokens;         /* [rows, max_draft + 1]: accepted drafts, then the next token */
     uint64_t offset;

@@ -5,7 +5,7 @@
 //! One plan mixes sequences that contribute 1 token (decode), L+1 tokens (verification),
 //! a token tree (tree verification) or a prompt chunk (prefill).
 pub mod cpu;
-mod rows;
+pub mod pick;
 #[cfg(all(feature = "cuda", vpd_kernels))]
 pub mod cuda;
 
@@ -13,7 +13,7 @@ use vpd_formats::LlamaConfig;
 
 use crate::error::Result;
 
-pub use rows::{Row, StepRows};
+pub use pick::{forward_picks, Pick, Picked, ProbRow, ProbRows, RowDraw, DRAFT_STREAM, TARGET_STREAM};
 
 /// Which of a sequence's new positions need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +163,17 @@ pub trait Backend: Send {
     /// As [`Backend::forward_layers`].
     fn forward_argmax(&mut self, plan: &StepPlan, num_layers: usize) -> Result<Argmax> {
         Ok(Argmax::of(&self.forward_layers(plan, num_layers)?))
+    }
+    /// Runs one step like [`Backend::forward_layers`] and turns each sequence's rows into what
+    /// its [`Pick`] asks for: draws under the request's sampling parameters (keeping the
+    /// processed distributions for a drafter's q) or chain verification outcomes. A backend
+    /// whose logits live on a device overrides it to do this there and copy back a few
+    /// integers (`csrc/sampling.cu`); every backend gives the tokens of [`pick::pick_on_host`].
+    ///
+    /// # Errors
+    /// As [`Backend::forward_layers`], and picks that do not match the plan's rows.
+    fn forward_pick(&mut self, plan: &StepPlan, num_layers: usize, picks: &[Pick<'_>]) -> Result<Vec<Picked>> {
+        pick::pick_on_host(&self.forward_layers(plan, num_layers)?, picks)
     }
     /// A second executor for another lane's thread (the prefill lane): the same weights and
     /// the same paged KV cache, its own scratch buffers and, on a GPU, its own stream. Every

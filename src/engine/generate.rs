@@ -1,12 +1,13 @@
-//! Plain autoregressive generation: chunked prefill, then batched single-token decode steps,
-//! each sequence sampled with its own seeded sampler.
+//! Plain autoregressive generation: chunked prefill, then batched single-token decode steps.
+//! A sampled token is drawn where the logits are ([`crate::backend::forward_picks`]), keyed by
+//! the request's seed and counted by its position, so a request's tokens do not depend on the
+//! others in its batch.
 use std::time::Instant;
 
 use vpd_kv::BlockManager;
-use vpd_sampling::Sampler;
 
 use super::request::{FinishReason, GenerateOutput, GenerateRequest, Timings};
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
+use crate::backend::{forward_picks, Backend, LogitsWanted, Pick, RowDraw, SeqStep, StepPlan, TARGET_STREAM};
 use crate::error::Result;
 
 /// Prompt tokens per prefill step (Sarathi-style chunking bounds a step's memory and time).
@@ -22,7 +23,6 @@ pub struct Engine<B: Backend> {
 
 struct Active {
     seq: u64,
-    sampler: Sampler,
     /// Tokens already in the cache.
     cached: usize,
     out: Vec<u32>,
@@ -102,7 +102,6 @@ impl<B: Backend> Engine<B> {
             let seq = self.new_sequence()?;
             active.push(Active {
                 seq,
-                sampler: Sampler::new(r.sampling.seed),
                 cached: 0,
                 out: Vec::new(),
                 finish: (r.max_new_tokens == 0).then_some(FinishReason::Length),
@@ -118,7 +117,8 @@ impl<B: Backend> Engine<B> {
             a.started = Instant::now();
             let row = self.prefill(a.seq, &r.prompt_ids)?;
             a.cached = r.prompt_ids.len();
-            let tok = a.sampler.sample(&row, &r.sampling);
+            // The prompt's last row came to the host: drawn there with the device's arithmetic.
+            let tok = vpd_sampling::kernel_ref::sample_ref(&row, &r.sampling, a.cached as u64, TARGET_STREAM);
             a.first_token_at = Some(Instant::now());
             a.out.push(tok);
             a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
@@ -136,18 +136,20 @@ impl<B: Backend> Engine<B> {
                 let last = *a.out.last().expect("a live sequence has sampled at least one token");
                 seqs.push(self.seq_step(a.seq, vec![last], a.cached, LogitsWanted::Last));
             }
-            let greedy = live.iter().all(|&i| reqs[i].sampling.is_greedy());
-            let layers = self.backend.config().num_hidden_layers;
-            let rows = StepRows::forward(&mut self.backend, &StepPlan { seqs }, layers, greedy)?;
-            let tokens: Vec<Option<u32>> = live
+            // Each new token sits at position `cached + 1` of its sequence.
+            let picks: Vec<Pick<'_>> = live
                 .iter()
-                .enumerate()
-                .map(|(s, &i)| rows.last_row(s).and_then(|row| row.token(&mut active[i].sampler, &reqs[i].sampling)))
+                .map(|&i| Pick::Draw {
+                    draw: RowDraw { sampling: reqs[i].sampling, counter: active[i].cached as u64 + 1, stream: TARGET_STREAM },
+                    keep: false,
+                })
                 .collect();
-            for (&i, tok) in live.iter().zip(tokens) {
+            let layers = self.backend.config().num_hidden_layers;
+            let (picked, _) = forward_picks(&mut self.backend, &StepPlan { seqs }, layers, &picks, false)?;
+            for (&i, p) in live.iter().zip(&picked) {
                 let (a, r) = (&mut active[i], &reqs[i]);
                 a.cached += 1;
-                if let Some(tok) = tok {
+                if let Some(&tok) = p.drawn()?.last() {
                     a.out.push(tok);
                     a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
                 }

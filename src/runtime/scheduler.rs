@@ -23,7 +23,7 @@ use super::metrics::RuntimeMetrics;
 use super::service::Shared;
 use super::state::{Req, Reqs};
 use super::{Outcome, Policy, RunOutput, RuntimeConfig, Submission};
-use crate::backend::{Backend, LogitsWanted, Row, StepPlan, StepRows};
+use crate::backend::{forward_picks, Backend, LogitsWanted, Pick, Picked, RowDraw, StepPlan, TARGET_STREAM};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::spec::{Drafter, Proposal};
@@ -582,11 +582,14 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             return Ok(true);
         }
         let (plan, [has_decode, has_verify, has_prefill]) = self.build_plan(&entries)?;
-        let greedy = self.all_greedy(&entries);
         let t0 = Instant::now();
-        let backend = self.engine.backend_mut();
-        let layers = backend.config().num_hidden_layers;
-        let rows = StepRows::forward(backend, &plan, layers, greedy)?;
+        let (picked, logits) = {
+            let picks = self.picks(&entries, &plan);
+            let want_logits = self.wants_logits(&entries);
+            let backend = self.engine.backend_mut();
+            let layers = backend.config().num_hidden_layers;
+            forward_picks(backend, &plan, layers, &picks, want_logits)?
+        };
         let dt = t0.elapsed().as_secs_f64();
         let now = self.now_s();
         self.target_busy.record(now, dt);
@@ -600,20 +603,22 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             self.out.lane_steps[lane] += u64::from(used);
         }
         let t = self.now_s();
-        for (s, (id, w)) in entries.into_iter().enumerate() {
+        for (s, ((id, w), picked)) in entries.into_iter().zip(&picked).enumerate() {
+            let rows: Vec<&[f32]> = logits.as_ref().map(|l| l.seq_rows(s).collect()).unwrap_or_default();
             match w {
                 Work::Decode => {
-                    let row = rows
-                        .last_row(s)
-                        .ok_or_else(|| internal("decode step returned no logits"))?;
+                    let tok = *picked
+                        .drawn()?
+                        .last()
+                        .ok_or_else(|| internal("decode step returned no row"))?;
                     let r = &mut self.reqs[id];
-                    let tok = r.next_token(row)?;
+                    r.note_logprob_of(rows.last().copied(), tok)?;
                     r.cached += 1;
                     let n = self.push_tokens(id, &[tok]);
                     self.settle(id, n, t)?;
                 }
-                Work::Verify(p) => self.apply_verify(id, &p, rows.seq_rows(s), t)?,
-                Work::Prefill(n) => self.apply_prefill(id, n, rows.last_row(s), t)?,
+                Work::Verify(p) => self.apply_verify(id, &p, picked, &rows, t)?,
+                Work::Prefill(n) => self.apply_prefill(id, n, picked, rows.last().copied(), t)?,
             }
         }
         self.check_blocks()?;
@@ -661,17 +666,36 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         Ok((StepPlan { seqs }, [has_decode, has_verify, has_prefill]))
     }
 
-    /// Whether every request of `entries` is greedy and wants no logprobs, so that the step
-    /// needs only argmax rows.
-    fn all_greedy(&self, entries: &[(usize, Work)]) -> bool {
-        entries.iter().all(|(id, _)| {
-            let r = &self.reqs[*id];
-            r.req.sampling.is_greedy() && r.logprobs.is_none()
-        })
+    /// What each entry wants from its rows (plan order): a draw for a decode step and for the
+    /// prompt's last prefill row, chain verification of a draft (every row's own draw under
+    /// labelled synthetic acceptance, which takes row k's), nothing for an inner prefill
+    /// chunk. Each request draws with its own seed, counted by the position of the token the
+    /// row decides, so its tokens do not depend on which requests share the step.
+    fn picks<'w>(&self, entries: &'w [(usize, Work)], plan: &StepPlan) -> Vec<Pick<'w>> {
+        entries
+            .iter()
+            .zip(&plan.seqs)
+            .map(|((id, w), seq)| {
+                let r = &self.reqs[*id];
+                let draw = RowDraw { sampling: r.req.sampling, counter: r.context.len() as u64, stream: TARGET_STREAM };
+                match w {
+                    _ if seq.logits == LogitsWanted::None => Pick::Skip,
+                    Work::Verify(p) if r.accept.is_none() => Pick::Chain { drafts: &p.tree.tokens, q: p.chain_q(), draw },
+                    Work::Decode | Work::Verify(_) | Work::Prefill(_) => Pick::Draw { draw, keep: false },
+                }
+            })
+            .collect()
     }
 
-    /// A prefill chunk of `n` tokens of request `id` ran; `row` is its last row, if it has one.
-    fn apply_prefill(&mut self, id: usize, n: usize, row: Option<Row<'_>>, t: f64) -> Result<()> {
+    /// Whether a request of `entries` reports logprobs, so that the step's logits rows must
+    /// come to the host.
+    fn wants_logits(&self, entries: &[(usize, Work)]) -> bool {
+        entries.iter().any(|(id, _)| self.reqs[*id].logprobs.is_some())
+    }
+
+    /// A prefill chunk of `n` tokens of request `id` ran; `picked` is its pick's outcome (a
+    /// draw from the prompt's last row) and `row` that row's logits where they came to the host.
+    pub(super) fn apply_prefill(&mut self, id: usize, n: usize, picked: &Picked, row: Option<&[f32]>, t: f64) -> Result<()> {
         self.reqs[id].cached += n;
         let r = &self.reqs[id];
         if r.cached < r.prefill_target {
@@ -679,8 +703,11 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         }
         self.waiting.retain(|&w| w != id);
         let emitted = if r.out_len() == 0 {
-            let row = row.ok_or_else(|| internal("prefill returned no logits"))?;
-            let tok = self.reqs[id].next_token(row)?;
+            let tok = *picked
+                .drawn()?
+                .last()
+                .ok_or_else(|| internal("prefill returned no row"))?;
+            self.reqs[id].note_logprob_of(row, tok)?;
             self.push_tokens(id, &[tok])
         } else {
             0

@@ -1,21 +1,17 @@
 //! One request's bookkeeping inside the runtime: its state-machine state, its tokens, its
-//! cache position, its samplers and what the client has seen of it; and [`Reqs`], the live
+//! cache position and what the client has seen of it; and [`Reqs`], the live
 //! requests by id.
 use std::collections::BTreeMap;
 use std::ops::{Index, IndexMut};
 
 use vpd_bench::metrics::{Chunk, RequestRecord};
 use vpd_bench::synthetic::RequestAcceptance;
-use vpd_sampling::Sampler;
 use vpd_sched::RequestState;
 
 use super::events::{Event, EventSink, TokenLogprob};
 use crate::engine::{FinishReason, GenerateRequest};
 use crate::error::{EngineError, Result};
 use crate::spec::Proposal;
-
-/// Seed offset of the drafter's sampler, as in [`crate::spec::SpecEngine`].
-pub(crate) const DRAFT_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
 
 pub(crate) struct Req {
     pub req: GenerateRequest,
@@ -30,8 +26,6 @@ pub(crate) struct Req {
     /// While prefilling: how many tokens the prefill puts in the cache (the prompt, or, after
     /// preemption, everything but the newest token).
     pub prefill_target: usize,
-    pub verify: Sampler,
-    pub draft: Sampler,
     pub accept: Option<RequestAcceptance>,
     /// A draft waiting for verification (state `Verifying`).
     pub proposal: Option<Proposal>,
@@ -61,7 +55,6 @@ impl Req {
         accept: Option<RequestAcceptance>,
         sink: Option<EventSink>,
     ) -> Self {
-        let seed = req.sampling.seed;
         Self {
             context: req.prompt_ids.clone(),
             prompt_len: req.prompt_ids.len(),
@@ -75,8 +68,6 @@ impl Req {
             seq: None,
             cached: 0,
             prefill_target: 0,
-            verify: Sampler::new(seed),
-            draft: Sampler::new(seed ^ DRAFT_STREAM),
             accept,
             proposal: None,
             preemptions: 0,

@@ -4,8 +4,10 @@
 //! With it come the draft distributions the children were drawn from, which exact
 //! rejection sampling needs: `q[0]` for the root's children, `q[i + 1]` for node `i`'s
 //! children, `None` for leaves and for deterministic proposals (checked as one-hot drafts).
+//! A model drafter on a GPU keeps them there ([`ProbRow`]) for the target to verify against.
 use vpd_sampling::{ChildSampling, Sampler, SamplingParams, TokenTree};
 
+use crate::backend::ProbRow;
 use crate::error::Result;
 
 /// One sequence asking for a draft.
@@ -24,7 +26,7 @@ pub struct DraftQuery<'a> {
 pub struct Proposal {
     pub tree: TokenTree,
     /// `tree.len() + 1` rows, see the module docs.
-    pub q: Vec<Option<Vec<f32>>>,
+    pub q: Vec<Option<ProbRow>>,
     /// How siblings were drawn from their parent's `q`.
     pub mode: ChildSampling,
 }
@@ -38,6 +40,20 @@ impl Proposal {
     /// Whether the tree is a single path (verified with a causal mask).
     pub fn is_chain(&self) -> bool {
         self.tree.parents.iter().enumerate().all(|(i, &p)| p == i as i32 - 1)
+    }
+
+    /// For a chain: the distribution each draft was drawn from (`q[i]` for draft `i`).
+    pub fn chain_q(&self) -> &[Option<ProbRow>] {
+        &self.q[..self.tree.len().min(self.q.len())]
+    }
+
+    /// The rows in host memory (host-side tree verification): each copied from its device
+    /// where it lives there.
+    ///
+    /// # Errors
+    /// A failed device copy.
+    pub fn host_q(&self) -> Result<Vec<Option<std::borrow::Cow<'_, [f32]>>>> {
+        self.q.iter().map(|q| q.as_ref().map(ProbRow::to_host).transpose()).collect()
     }
 }
 
@@ -73,11 +89,13 @@ pub trait Drafter: Send {
     }
 
     /// Proposes a chain of up to `query.len` tokens for every query, in one batch where the
-    /// drafter can. A drafter may propose fewer (its context is full, nothing matched).
+    /// drafter can. A drafter may propose fewer (its context is full, nothing matched). A
+    /// sampled draft is drawn with the request's seed on the drafter's Philox stream, counted
+    /// by the position it drafts ([`crate::backend::RowDraw`]), so it needs no sampler state.
     ///
     /// # Errors
     /// Unknown sequence or a backend failure.
-    fn propose(&mut self, queries: &[DraftQuery<'_>], samplers: &mut [Sampler]) -> Result<Vec<Proposal>>;
+    fn propose(&mut self, queries: &[DraftQuery<'_>]) -> Result<Vec<Proposal>>;
 
     /// Proposes a token tree of `width` × `depth` under a node budget for one sequence.
     ///

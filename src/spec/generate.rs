@@ -13,7 +13,7 @@ use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy_ids, Sampler
 use super::drafter::{DraftQuery, Drafter, Proposal};
 use super::stats::{SpecStats, TraceWriter};
 use super::TreeShape;
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
+use crate::backend::{forward_picks, Backend, LogitsWanted, Pick, Picked, RowDraw, SeqStep, StepPlan, TARGET_STREAM};
 use crate::engine::generate::stop_reason;
 use crate::engine::{Engine, FinishReason, GenerateOutput, GenerateRequest, Timings};
 use crate::error::{EngineError, Result};
@@ -186,17 +186,12 @@ impl<B: Backend> SpecEngine<B> {
             return Ok(out);
         }
         let lens: Vec<usize> = live.iter().map(|&i| self.draft_budget(&active[i], &reqs[i], self.opts.num_draft)).collect();
-        let mut samplers: Vec<Sampler> = live.iter().map(|&i| std::mem::replace(&mut active[i].draft, Sampler::new(0))).collect();
         let queries: Vec<DraftQuery<'_>> = live
             .iter()
             .zip(&lens)
             .map(|(&i, &len)| DraftQuery { seq: active[i].seq, context: &active[i].context, len, sampling: &reqs[i].sampling })
             .collect();
-        let result = self.drafter.propose(&queries, &mut samplers);
-        for (&i, s) in live.iter().zip(samplers) {
-            active[i].draft = s;
-        }
-        result
+        self.drafter.propose(&queries)
     }
 
     fn verify(&mut self, reqs: &[GenerateRequest], active: &mut [Active], live: &[usize], proposals: &[Proposal]) -> Result<()> {
@@ -213,25 +208,39 @@ impl<B: Backend> SpecEngine<B> {
             let block_table = self.target.blocks().block_table(a.seq).map(<[u32]>::to_vec).unwrap_or_default();
             seqs.push(SeqStep { tokens, start_pos: a.cached, block_table, tree_parents, logits: LogitsWanted::All });
         }
-        let greedy = live.iter().all(|&i| reqs[i].sampling.is_greedy());
+        // Chains are verified where the logits are (exact chain speculative sampling, keyed by
+        // the request's seed and counted by position); a tree's rows come back as argmax rows
+        // (greedy) or whole logits rows for host-side multi-draft verification.
+        let plan = StepPlan { seqs };
+        let picks: Vec<Pick<'_>> = live
+            .iter()
+            .zip(proposals)
+            .map(|(&i, p)| {
+                let draw = RowDraw { sampling: reqs[i].sampling, counter: active[i].context.len() as u64, stream: TARGET_STREAM };
+                match () {
+                    _ if p.is_chain() => Pick::Chain { drafts: &p.tree.tokens, q: p.chain_q(), draw },
+                    _ if reqs[i].sampling.is_greedy() => Pick::Draw { draw, keep: false },
+                    _ => Pick::Skip,
+                }
+            })
+            .collect();
+        let want_logits = live.iter().zip(proposals).any(|(&i, p)| !p.is_chain() && !reqs[i].sampling.is_greedy());
         let layers = self.target.backend().config().num_hidden_layers;
-        let step_rows = StepRows::forward(self.target.backend_mut(), &StepPlan { seqs }, layers, greedy)?;
+        let (picked, logits) = forward_picks(self.target.backend_mut(), &plan, layers, &picks, want_logits)?;
         let cfg = self.target.backend().config().clone();
         for (s, (&i, p)) in live.iter().zip(proposals).enumerate() {
             let (a, r) = (&mut active[i], &reqs[i]);
-            let rows = step_rows.seq_rows(s);
-            let outcome: TreeOutcome = if r.sampling.is_greedy() {
-                let best: Vec<u32> = rows.iter().map(|row| row.argmax()).collect();
-                verify_tree_greedy_ids(&p.tree, &best)
-            } else {
-                let probs: Vec<Vec<f32>> = rows
-                    .iter()
-                    .map(|row| row.logits().map(|l| processed_probs(l, &r.sampling)))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| EngineError::Backend("a sampling request got greedy-only rows".into()))?;
-                let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
-                let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
-                verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut a.verify)
+            let outcome: TreeOutcome = match &picked[s] {
+                Picked::Chain { accepted, next } => Ok(TreeOutcome { path: (0..*accepted).collect(), next_token: *next }),
+                Picked::Drawn { tokens, .. } => verify_tree_greedy_ids(&p.tree, tokens),
+                Picked::Skip => {
+                    let rows = logits.as_ref().ok_or_else(|| EngineError::Backend("a sampled tree got no logits".into()))?;
+                    let probs: Vec<Vec<f32>> = rows.seq_rows(s).map(|l| processed_probs(l, &r.sampling)).collect();
+                    let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
+                    let q = p.host_q()?;
+                    let q_rows: Vec<Option<&[f32]>> = q.iter().map(|q| q.as_deref()).collect();
+                    verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut a.verify)
+                }
             }
             .map_err(|e| EngineError::Backend(format!("verification: {e}")))?;
             let k = outcome.path.len();

@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 
 use vpd_kv::BlockManager;
-use vpd_sampling::{argmax, processed_probs, ChildSampling, Sampler, SamplingParams, TokenTree};
+use vpd_sampling::{processed_probs, ChildSampling, Sampler, SamplingParams, TokenTree};
 
 use super::drafter::{DraftQuery, Drafter, Proposal};
 use super::TreeShape;
-use crate::backend::{Backend, LogitsWanted, SeqStep, StepPlan, StepRows};
+use crate::backend::{forward_picks, Backend, LogitsWanted, Pick, Picked, ProbRow, RowDraw, SeqStep, StepPlan, DRAFT_STREAM};
 use crate::error::{EngineError, Result};
 
 pub struct ModelDrafter<B: Backend> {
@@ -58,17 +58,6 @@ impl<B: Backend> ModelDrafter<B> {
 
     fn cached(&self, seq: u64) -> Result<usize> {
         self.cached.get(&seq).copied().ok_or(EngineError::Kv(vpd_kv::KvError::UnknownSequence(seq)))
-    }
-}
-
-/// The draft distribution a token is drawn from, and the token: greedy takes the argmax and
-/// needs no distribution.
-fn draw(row: &[f32], sampling: &SamplingParams, sampler: &mut Sampler) -> (u32, Option<Vec<f32>>) {
-    if sampling.is_greedy() {
-        (argmax(row), None)
-    } else {
-        let q = processed_probs(row, sampling);
-        (sampler.sample_probs(&q), Some(q))
     }
 }
 
@@ -126,7 +115,7 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
         Ok(end - cached)
     }
 
-    fn propose(&mut self, queries: &[DraftQuery<'_>], samplers: &mut [Sampler]) -> Result<Vec<Proposal>> {
+    fn propose(&mut self, queries: &[DraftQuery<'_>]) -> Result<Vec<Proposal>> {
         let limit = self.context_limit();
         // Per query: tokens still to draft (the draft model's own context may be shorter).
         let mut want = Vec::with_capacity(queries.len());
@@ -138,9 +127,8 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
             fed.push(cached);
         }
         let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
-        let mut qs: Vec<Vec<Option<Vec<f32>>>> = vec![Vec::new(); queries.len()];
+        let mut qs: Vec<Vec<Option<ProbRow>>> = vec![Vec::new(); queries.len()];
         let steps = want.iter().copied().max().unwrap_or(0);
-        let greedy = queries.iter().all(|q| q.sampling.is_greedy());
         for step in 0..steps {
             let mut seqs = Vec::new();
             let mut who = Vec::new();
@@ -155,16 +143,26 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                 fed[i] += tokens.len();
                 who.push(i);
             }
-            // All greedy: only the argmax is needed (the backend reduces the rows where they are).
-            let rows = StepRows::forward(&mut self.backend, &StepPlan { seqs }, self.layers, greedy)?;
-            for (s, &i) in who.iter().enumerate() {
-                let row = rows.last_row(s).ok_or_else(|| EngineError::Backend("draft step returned no logits".into()))?;
-                let (tok, q) = match row.logits() {
-                    Some(l) => draw(l, queries[i].sampling, &mut samplers[i]),
-                    None => (row.argmax(), None),
+            // Each draft is drawn where the logits are, keyed by the request's seed and counted
+            // by the position it drafts (the drafter's own Philox stream); a sampled request's
+            // distribution q stays there too, for the target to verify against. All greedy:
+            // only the argmax rows are computed.
+            let picks: Vec<Pick<'_>> = who
+                .iter()
+                .map(|&i| {
+                    let q = &queries[i];
+                    let draw = RowDraw { sampling: *q.sampling, counter: (q.context.len() + step) as u64, stream: DRAFT_STREAM };
+                    Pick::Draw { draw, keep: !q.sampling.is_greedy() }
+                })
+                .collect();
+            let (picked, _) = forward_picks(&mut self.backend, &StepPlan { seqs }, self.layers, &picks, false)?;
+            for (p, &i) in picked.into_iter().zip(&who) {
+                let Picked::Drawn { tokens, probs } = p else {
+                    return Err(EngineError::Backend("draft step returned no draw".into()));
                 };
+                let tok = *tokens.last().ok_or_else(|| EngineError::Backend("draft step returned no logits".into()))?;
                 drafts[i].push(tok);
-                qs[i].push(q);
+                qs[i].push(probs.and_then(|mut rows| rows.pop()));
             }
         }
         for (i, q) in queries.iter().enumerate() {
@@ -244,6 +242,7 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
             frontier = new_nodes.into_iter().map(Some).collect();
         }
         self.blocks.truncate(seq, base)?;
+        let q_rows = q_rows.into_iter().map(|q| q.map(ProbRow::host)).collect();
         Ok(Proposal { tree, q: q_rows, mode: if query.sampling.is_greedy() { ChildSampling::Iid } else { ChildSampling::WithoutReplacement } })
     }
 

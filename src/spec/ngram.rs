@@ -41,7 +41,7 @@ impl Drafter for NgramDrafter {
         Ok(())
     }
 
-    fn propose(&mut self, queries: &[DraftQuery<'_>], _samplers: &mut [Sampler]) -> Result<Vec<Proposal>> {
+    fn propose(&mut self, queries: &[DraftQuery<'_>]) -> Result<Vec<Proposal>> {
         Ok(queries
             .iter()
             .map(|q| {
@@ -107,14 +107,14 @@ mod tests {
     fn proposes_the_continuation_of_the_latest_match() {
         let p = SamplingParams::greedy();
         let ctx = [1, 2, 3, 4, 9, 1, 2, 3, 5, 6, 1, 2, 3];
-        let out = NgramDrafter::new(3).propose(&[query(&ctx, 2, &p)], &mut []).unwrap();
+        let out = NgramDrafter::new(3).propose(&[query(&ctx, 2, &p)]).unwrap();
         assert_eq!(out[0].tree.tokens, vec![5, 6]);
     }
 
     #[test]
     fn no_match_proposes_nothing() {
         let p = SamplingParams::greedy();
-        let out = NgramDrafter::new(2).propose(&[query(&[1, 2, 3], 4, &p)], &mut []).unwrap();
+        let out = NgramDrafter::new(2).propose(&[query(&[1, 2, 3], 4, &p)]).unwrap();
         assert!(out[0].tree.is_empty());
     }
 

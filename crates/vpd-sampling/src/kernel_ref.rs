@@ -192,6 +192,28 @@ pub fn sample_ref(logits: &[f32], p: &SamplingParams, offset: u64, row: u32) -> 
     }
 }
 
+/// The processed distribution the fused sampling kernel writes for a row when asked for it
+/// (a drafter's q): each kept mass over the total kept mass, the quotient of the two integers
+/// in f64 rounded to f32; one-hot at the argmax for a greedy row or one with no mass.
+pub fn probs_ref(logits: &[f32], p: &SamplingParams) -> Vec<f32> {
+    let mut out = vec![0.0f32; logits.len()];
+    let masses = sampling_masses(logits, p).filter(|m| m.iter().any(|&x| x > 0));
+    match masses {
+        Some(m) => {
+            let total = m.iter().sum::<u64>() as f64;
+            for (o, &x) in out.iter_mut().zip(&m) {
+                *o = (x as f64 / total) as f32;
+            }
+        }
+        None => {
+            if let Some(o) = out.get_mut(argmax_key(logits) as usize) {
+                *o = 1.0;
+            }
+        }
+    }
+    out
+}
+
 /// `mass(x)` as f32 (negative and NaN are 0).
 fn pos(x: f32) -> f32 {
     if x > 0.0 {

@@ -5,7 +5,7 @@ mod speculative_support;
 
 use speculative_support::{check_counts, random_dist, random_logits};
 use vpd_sampling::kernel_ref::{
-    exp_det, fx, sample_ref, sampling_masses, verify_chain_ref, MAX_DRAFT,
+    exp_det, fx, probs_ref, sample_ref, sampling_masses, verify_chain_ref, MAX_DRAFT,
 };
 use vpd_sampling::{argmax, processed_probs, verify_chain_greedy, Sampler, SamplingParams};
 
@@ -72,6 +72,35 @@ fn kept_sets_equal_processed_probs_support() {
             );
         }
     }
+}
+
+#[test]
+fn probs_rows_are_the_processed_distribution_and_one_hot_when_greedy() {
+    for (v, t, k, top_p, seed) in [
+        (1000usize, 0.8f32, 0usize, 0.9f32, 1u64),
+        (1000, 1.0, 50, 1.0, 2),
+        (111, 0.7, 7, 0.5, 4),
+        (17, 1.3, 0, 1.0, 5),
+    ] {
+        let logits = random_logits(v, seed);
+        let p = params(t, k, top_p, seed);
+        let got = probs_ref(&logits, &p);
+        let want = processed_probs(&logits, &p);
+        let sum: f64 = got.iter().map(|&x| f64::from(x)).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "sum {sum} (V={v})");
+        for i in 0..v {
+            assert_eq!(got[i] > 0.0, want[i] > 0.0, "support at {i} (V={v})");
+            assert!((got[i] - want[i]).abs() < 1e-6, "token {i}: {} vs {}", got[i], want[i]);
+        }
+    }
+    // Greedy and rows with no finite logit: one-hot at the argmax (NaN ranks as -inf).
+    let mut logits = random_logits(50, 9);
+    logits[3] = f32::NAN;
+    let a = argmax(&logits) as usize;
+    let got = probs_ref(&logits, &params(0.0, 0, 1.0, 0));
+    assert!(got.iter().enumerate().all(|(i, &x)| x == if i == a { 1.0 } else { 0.0 }));
+    assert_eq!(probs_ref(&[f32::NEG_INFINITY; 4], &params(1.0, 0, 1.0, 0)), vec![1.0, 0.0, 0.0, 0.0]);
+    assert!(probs_ref(&[], &params(1.0, 0, 1.0, 0)).is_empty());
 }
 
 #[test]

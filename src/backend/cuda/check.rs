@@ -183,6 +183,7 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
     rows.extend(attention_checks(dev, &mut rng)?);
     rows.extend(kv_copy_checks(dev, &mut rng)?);
     rows.extend(super::sampling_check::sampling_checks(dev, seed)?);
+    rows.extend(super::pick_check::pick_kernel_checks(dev, seed)?);
     rows.extend(super::tree_check::tree_checks(dev, seed)?);
     Ok(rows)
 }
@@ -483,6 +484,8 @@ pub fn model_checks(
             f64::NAN
         };
         rows.push(CheckRow::new("model step argmax on device", format!("S={n_seqs} rows={} (mismatches)", want.ids.len()), wrong, 0.0));
+        // And sampled: draws, kept q rows and chain outcomes on the device (the same step again).
+        rows.extend(super::pick_check::model_pick_check(&mut gpu, &step, cfg.num_hidden_layers, seed)?);
     }
     // Greedy generation.
     let max_len = prompts.iter().map(|p| p.1.len()).max().unwrap_or(0) + new_tokens + 1;

@@ -22,6 +22,8 @@ pub mod gemv_check;
 mod graphs;
 pub mod lanes;
 pub mod ops;
+pub mod pick;
+pub mod pick_check;
 pub mod plan;
 pub mod sampling;
 pub mod sampling_check;
@@ -651,6 +653,10 @@ impl Backend for CudaBackend {
         let ids = self.read_argmax_rows(ran.rows)?;
         drop(ran.step);
         Ok(Argmax { ids, row_start: ran.row_start })
+    }
+
+    fn forward_pick(&mut self, plan: &StepPlan, num_layers: usize, picks: &[super::Pick<'_>]) -> Result<Vec<super::Picked>> {
+        self.pick_rows(plan, num_layers, picks)
     }
 
     fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {

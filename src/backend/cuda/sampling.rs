@@ -84,10 +84,71 @@ pub fn sample(
         top_k: ptr(dev, rp.top_k) as *const u32,
         top_p: ptr(dev, rp.top_p) as *const f32,
         seed: ptr(dev, rp.seed) as *const u64,
+        counter: std::ptr::null(),
         out: ptr_mut(dev, out) as *mut u32,
+        probs: std::ptr::null_mut(),
         offset,
         rows: rows as u32,
         vocab: vocab as u32,
+        stream: 0,
+    };
+    sample_launch(dev, p)
+}
+
+/// Per-row Philox counters of a [`sample_rows`] launch: row `r` draws with counter
+/// `(stream, 0, counter[r])` under key `seed[r]`, whatever else shares the launch.
+pub struct RowCounters<'a> {
+    pub counter: &'a CudaSlice<u64>,
+    pub stream: u32,
+}
+
+/// [`sample`] with a Philox counter per row, and each row's processed distribution written to
+/// `probs` (`[rows, vocab]`) when given: `vpd_sampling::kernel_ref::probs_ref` exactly, token
+/// for token `sample_ref(row, params, counter[r], stream)`.
+///
+/// # Errors
+/// As [`sample`].
+#[allow(clippy::too_many_arguments)]
+pub fn sample_rows(
+    dev: &Device,
+    logits: &CudaSlice<f32>,
+    rp: &RowParams<'_>,
+    ctr: &RowCounters<'_>,
+    out: &mut CudaSlice<u32>,
+    probs: Option<&mut CudaSlice<f32>>,
+    rows: usize,
+    vocab: usize,
+) -> Result<()> {
+    const OP: &str = "sample_rows";
+    check_vocab(OP, vocab)?;
+    check_rows(OP, rows)?;
+    check_len(OP, "logits", logits, rows * vocab)?;
+    check_len(OP, "temperature", rp.temperature, rows)?;
+    check_len(OP, "top_k", rp.top_k, rows)?;
+    check_len(OP, "top_p", rp.top_p, rows)?;
+    check_len(OP, "seed", rp.seed, rows)?;
+    check_len(OP, "counter", ctr.counter, rows)?;
+    check_len(OP, "out", out, rows)?;
+    let probs = match probs {
+        Some(pr) => {
+            check_len(OP, "probs", pr, rows * vocab)?;
+            ptr_mut(dev, pr) as *mut f32
+        }
+        None => std::ptr::null_mut(),
+    };
+    let p = SampleParams {
+        logits: ptr(dev, logits) as *const f32,
+        temperature: ptr(dev, rp.temperature) as *const f32,
+        top_k: ptr(dev, rp.top_k) as *const u32,
+        top_p: ptr(dev, rp.top_p) as *const f32,
+        seed: ptr(dev, rp.seed) as *const u64,
+        counter: ptr(dev, ctr.counter) as *const u64,
+        out: ptr_mut(dev, out) as *mut u32,
+        probs,
+        offset: 0,
+        rows: rows as u32,
+        vocab: vocab as u32,
+        stream: ctr.stream,
     };
     sample_launch(dev, p)
 }
@@ -143,9 +204,12 @@ fn chain_params(
     Ok(ChainVerifyParams {
         target: ptr(dev, b.target) as *const f32,
         draft: draft.map_or(std::ptr::null(), |(q, _)| ptr(dev, q) as *const f32),
+        draft_rows: std::ptr::null(),
+        target_row: std::ptr::null(),
         draft_tokens: ptr(dev, b.draft_tokens) as *const u32,
         num_drafts: ptr(dev, b.num_drafts) as *const u32,
         seed: draft.map_or(std::ptr::null(), |(_, s)| ptr(dev, s) as *const u64),
+        counter: std::ptr::null(),
         accepted: ptr_mut(dev, out.accepted) as *mut u32,
         out_tokens: ptr_mut(dev, out.tokens) as *mut u32,
         offset,
@@ -182,4 +246,72 @@ pub fn verify_chain(
 pub fn verify_chain_greedy(dev: &Device, b: &ChainBatch<'_>, out: &mut ChainOut<'_>) -> Result<()> {
     let p = chain_params(dev, "verify_chain_greedy", b, out, None, 0)?;
     chain_verify_launch(dev, p, true)
+}
+
+/// Chains laid out as a step leaves them: chain `r`'s `num_drafts[r] + 1` target rows start at
+/// row `target_row[r]` of `target` (`[target_rows, vocab]`), and its drafts' q rows are
+/// anywhere on the device (a drafter's own buffers).
+pub struct ChainRows<'a> {
+    pub target: &'a CudaSlice<f32>,
+    pub target_rows: usize,
+    /// `[rows]` first target row of each chain; each chain's rows must lie inside `target`
+    /// (the caller builds them from the step's row layout).
+    pub target_row: &'a CudaSlice<u32>,
+    /// `[rows, max_draft]` device address of each q row; 0: one-hot at the draft (a
+    /// deterministic draft). Each address must name `vocab` live f32 values.
+    pub draft_rows: &'a CudaSlice<u64>,
+    pub draft_tokens: &'a CudaSlice<u32>,
+    pub num_drafts: &'a CudaSlice<u32>,
+    pub seed: &'a CudaSlice<u64>,
+    /// `[rows]` Philox offset of each chain (counter word 0 is 0).
+    pub counter: &'a CudaSlice<u64>,
+    pub rows: usize,
+    pub vocab: usize,
+    pub max_draft: usize,
+}
+
+/// [`verify_chain`] over chains laid out by [`ChainRows`]: chain `r` equals
+/// `kernel_ref::verify_chain_ref(p rows, q rows, drafts, seed[r], counter[r], 0)`.
+///
+/// # Safety
+/// Every non-zero entry of `draft_rows` must be the address of `vocab` f32 values that stay
+/// allocated, and are not written, until the launch has finished.
+///
+/// # Errors
+/// As [`verify_chain`], and `target_rows` too short for `rows` chains of `max_draft + 1`
+/// rows at most.
+pub unsafe fn verify_chain_rows(dev: &Device, b: &ChainRows<'_>, out: &mut ChainOut<'_>) -> Result<()> {
+    const OP: &str = "verify_chain_rows";
+    check_vocab(OP, b.vocab)?;
+    check_rows(OP, b.rows)?;
+    if b.max_draft > MAX_DRAFT {
+        return Err(shape_err(OP, format!("max_draft {} (need <= {MAX_DRAFT})", b.max_draft)));
+    }
+    let (rows, l) = (b.rows, b.max_draft);
+    check_len(OP, "target", b.target, b.target_rows * b.vocab)?;
+    check_len(OP, "target_row", b.target_row, rows)?;
+    check_len(OP, "draft_rows", b.draft_rows, rows * l)?;
+    check_len(OP, "draft_tokens", b.draft_tokens, rows * l)?;
+    check_len(OP, "num_drafts", b.num_drafts, rows)?;
+    check_len(OP, "seed", b.seed, rows)?;
+    check_len(OP, "counter", b.counter, rows)?;
+    check_len(OP, "accepted", out.accepted, rows)?;
+    check_len(OP, "tokens", out.tokens, rows * (l + 1))?;
+    let p = ChainVerifyParams {
+        target: ptr(dev, b.target) as *const f32,
+        draft: std::ptr::null(),
+        draft_rows: ptr(dev, b.draft_rows) as *const *const f32,
+        target_row: ptr(dev, b.target_row) as *const u32,
+        draft_tokens: ptr(dev, b.draft_tokens) as *const u32,
+        num_drafts: ptr(dev, b.num_drafts) as *const u32,
+        seed: ptr(dev, b.seed) as *const u64,
+        counter: ptr(dev, b.counter) as *const u64,
+        accepted: ptr_mut(dev, out.accepted) as *mut u32,
+        out_tokens: ptr_mut(dev, out.tokens) as *mut u32,
+        offset: 0,
+        rows: rows as u32,
+        vocab: b.vocab as u32,
+        max_draft: l as u32,
+    };
+    chain_verify_launch(dev, p, false)
 }

@@ -1,11 +1,11 @@
-//! Committing a step's results to requests: verification outcomes (exact speculative sampling
-//! of [`vpd_sampling::verify_tree`], greedy or synthetic), streaming new tokens to the request's
-//! sink, stop conditions, and the hand-off of a request to its next lane.
-use vpd_sampling::{processed_probs, verify_tree, verify_tree_greedy_ids};
+//! Committing a step's results to requests: verification outcomes (exact chain speculative
+//! sampling, done where the logits are by [`crate::backend::forward_picks`], or labelled
+//! synthetic acceptance), streaming new tokens to the request's sink, stop conditions, and the
+//! hand-off of a request to its next lane.
 use vpd_sched::RequestState;
 
 use super::{internal, Runtime};
-use crate::backend::{Backend, Row};
+use crate::backend::{Backend, Picked};
 use crate::engine::generate::stop_reason;
 use crate::error::Result;
 use crate::runtime::events::Event;
@@ -13,48 +13,30 @@ use crate::runtime::state::Req;
 use crate::spec::Proposal;
 
 impl<B: Backend> Runtime<'_, '_, B> {
-    pub(super) fn apply_verify(&mut self, id: usize, p: &Proposal, rows: Vec<Row<'_>>, t: f64) -> Result<()> {
+    pub(super) fn apply_verify(&mut self, id: usize, p: &Proposal, picked: &Picked, rows: &[&[f32]], t: f64) -> Result<()> {
         let r = &mut self.reqs[id];
         let drafted = p.tree.len();
-        let sampling = r.req.sampling;
-        let (k, emitted, rows_of) = if let Some(acc) = &mut r.accept {
-            // Labelled synthetic outcomes: accept k drafts, then the target's own token after them.
-            let k = acc.verify(drafted);
-            let row = *rows
-                .get(k)
-                .ok_or_else(|| internal("verify step returned too few logits"))?;
-            let next = row
-                .token(&mut r.verify, &sampling)
-                .ok_or_else(|| internal("a sampling request got a greedy-only row"))?;
-            let mut e = p.tree.tokens[..k].to_vec();
-            e.push(next);
-            (k, e, (0..=k).collect::<Vec<usize>>())
-        } else {
-            let outcome = if sampling.is_greedy() {
-                let best: Vec<u32> = rows.iter().map(|row| row.argmax()).collect();
-                verify_tree_greedy_ids(&p.tree, &best)
-            } else {
-                let probs: Vec<Vec<f32>> = rows
-                    .iter()
-                    .map(|row| row.logits().map(|l| processed_probs(l, &sampling)))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| internal("a sampling request got greedy-only rows"))?;
-                let p_rows: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
-                let q_rows: Vec<Option<&[f32]>> = p.q.iter().map(Option::as_deref).collect();
-                verify_tree(&p.tree, &p_rows, &q_rows, p.mode, &mut r.verify)
+        let (k, next) = match (&mut r.accept, picked) {
+            // Labelled synthetic outcomes: accept k drafts, then the target's own token after
+            // them (row k's draw).
+            (Some(acc), Picked::Drawn { tokens, .. }) => {
+                let k = acc.verify(drafted);
+                let next = *tokens
+                    .get(k)
+                    .ok_or_else(|| internal("verify step returned too few rows"))?;
+                (k, next)
             }
-            .map_err(|e| internal(format!("verification: {e}")))?;
-            // Emitted token j was predicted by row 0 (j = 0) or by the row of the j-th accepted
-            // node (its index + 1: row 0 is the newest committed token's).
-            let rows_of: Vec<usize> = std::iter::once(0)
-                .chain(outcome.path.iter().map(|&node| node + 1))
-                .collect();
-            (outcome.path.len(), outcome.emitted(&p.tree), rows_of)
+            (None, Picked::Chain { accepted, next }) => (*accepted, *next),
+            (_, other) => return Err(internal(format!("verify step: {other:?} for this request"))),
         };
-        for (&tok, &row) in emitted.iter().zip(&rows_of) {
-            if let Some(&row) = rows.get(row) {
-                r.note_row_logprob(row, tok)?;
-            }
+        if k > drafted || !p.is_chain() {
+            return Err(internal(format!("verify step: {k} of {drafted} drafts accepted, or a tree")));
+        }
+        let mut emitted = p.tree.tokens[..k].to_vec();
+        emitted.push(next);
+        // Emitted token j was decided by row j (row 0 is the newest committed token's).
+        for (j, &tok) in emitted.iter().enumerate() {
+            r.note_logprob_of(rows.get(j).copied(), tok)?;
         }
         r.cached += 1 + k;
         let seq = r
@@ -173,24 +155,13 @@ impl<B: Backend> Runtime<'_, '_, B> {
 }
 
 impl Req {
-    /// Request `self`'s next token from `row` (its own sampler and parameters), with its
-    /// logprob noted where it asked for them.
-    pub(super) fn next_token(&mut self, row: Row<'_>) -> Result<u32> {
-        let tok = row
-            .token(&mut self.verify, &self.req.sampling)
-            .ok_or_else(|| internal("a sampling request got a greedy-only row"))?;
-        self.note_row_logprob(row, tok)?;
-        Ok(tok)
-    }
-
-    /// Notes the logprob of `token` under `row`, if the request asked for logprobs.
-    pub(super) fn note_row_logprob(&mut self, row: Row<'_>, token: u32) -> Result<()> {
+    /// Notes the logprob of `token` under `row` (its logits where they came to the host), if
+    /// the request asked for logprobs.
+    pub(super) fn note_logprob_of(&mut self, row: Option<&[f32]>, token: u32) -> Result<()> {
         if self.logprobs.is_none() {
             return Ok(());
         }
-        let logits = row
-            .logits()
-            .ok_or_else(|| internal("a request that wants logprobs got a greedy-only row"))?;
+        let logits = row.ok_or_else(|| internal("a request that wants logprobs got no logits row"))?;
         self.note_logprob(logits, token);
         Ok(())
     }

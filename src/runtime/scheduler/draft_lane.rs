@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use vpd_sampling::{Sampler, SamplingParams};
+use vpd_sampling::SamplingParams;
 
 use crate::error::Result;
 use crate::spec::{DraftQuery, Drafter, Proposal};
@@ -35,7 +35,6 @@ pub(crate) struct DraftJob {
     pub context: Vec<u32>,
     pub len: usize,
     pub sampling: SamplingParams,
-    pub sampler: Sampler,
 }
 
 pub(crate) enum DraftMsg {
@@ -45,9 +44,9 @@ pub(crate) enum DraftMsg {
     End(u64),
 }
 
-/// A finished batch: per job its id, epoch and sampler (handed back), and the proposals.
+/// A finished batch: per job its id and epoch, and the proposals.
 pub(crate) struct Drafted {
-    pub jobs: Vec<(usize, u64, Sampler)>,
+    pub jobs: Vec<(usize, u64)>,
     pub result: Result<Vec<Proposal>>,
     /// Wall time of the whole proposal: `steps` sequential draft forwards.
     pub secs: f64,
@@ -148,7 +147,7 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
         if !cancelled.is_empty() {
             batches.push(Drafted {
                 result: Ok(cancelled.iter().map(|_| Proposal::empty()).collect()),
-                jobs: cancelled.into_iter().map(|j| (j.id, j.epoch, j.sampler)).collect(),
+                jobs: cancelled.into_iter().map(|j| (j.id, j.epoch)).collect(),
                 secs: 0.0,
                 steps: 0,
             });
@@ -182,13 +181,12 @@ fn propose(drafter: &mut dyn Drafter, jobs: Vec<DraftJob>) -> Drafted {
             sampling: &j.sampling,
         })
         .collect();
-    let mut samplers: Vec<Sampler> = jobs.iter().map(|j| j.sampler.clone()).collect();
     let t0 = Instant::now();
-    let result = drafter.propose(&queries, &mut samplers);
+    let result = drafter.propose(&queries);
     let secs = t0.elapsed().as_secs_f64();
     let steps = jobs.iter().map(|j| j.len).max().unwrap_or(1).max(1);
     Drafted {
-        jobs: jobs.iter().zip(samplers).map(|(j, s)| (j.id, j.epoch, s)).collect(),
+        jobs: jobs.iter().map(|j| (j.id, j.epoch)).collect(),
         result,
         secs,
         steps,
@@ -240,7 +238,7 @@ mod tests {
             self.note(format!("prefill {seq} {c}..{end}"));
             Ok(end - c)
         }
-        fn propose(&mut self, queries: &[DraftQuery<'_>], _: &mut [Sampler]) -> Result<Vec<Proposal>> {
+        fn propose(&mut self, queries: &[DraftQuery<'_>]) -> Result<Vec<Proposal>> {
             for q in queries {
                 self.cached.insert(q.seq, q.context.len());
             }
@@ -248,7 +246,7 @@ mod tests {
             self.note(format!("propose {seqs:?}"));
             Ok(queries.iter().map(|_| Proposal::empty()).collect())
         }
-        fn propose_tree(&mut self, _: &DraftQuery<'_>, _: &TreeShape, _: &mut Sampler) -> Result<Proposal> {
+        fn propose_tree(&mut self, _: &DraftQuery<'_>, _: &TreeShape, _: &mut vpd_sampling::Sampler) -> Result<Proposal> {
             Ok(Proposal::empty())
         }
         fn rollback(&mut self, _: u64, _: usize) -> Result<()> {
@@ -267,7 +265,6 @@ mod tests {
             context: vec![7; context_len],
             len: 2,
             sampling: SamplingParams::greedy(),
-            sampler: Sampler::new(0),
         }
     }
 

@@ -128,10 +128,6 @@ impl<B: Backend> Runtime<'_, '_, B> {
             .drafter
             .as_deref_mut()
             .ok_or_else(|| internal("drafting without a drafter"))?;
-        let mut samplers: Vec<_> = ids
-            .iter()
-            .map(|&id| std::mem::replace(&mut self.reqs[id].draft, vpd_sampling::Sampler::new(0)))
-            .collect();
         let mut queries = Vec::with_capacity(ids.len());
         for (&id, &len) in ids.iter().zip(lens) {
             let r = &self.reqs[id];
@@ -146,11 +142,8 @@ impl<B: Backend> Runtime<'_, '_, B> {
             });
         }
         let t0 = Instant::now();
-        let result = drafter.propose(&queries, &mut samplers);
+        let result = drafter.propose(&queries);
         let dt = t0.elapsed().as_secs_f64();
-        for (&id, s) in ids.iter().zip(samplers) {
-            self.reqs[id].draft = s;
-        }
         self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0));
         result
     }
@@ -183,7 +176,6 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 context: r.context.clone(),
                 len,
                 sampling: r.req.sampling,
-                sampler: std::mem::replace(&mut r.draft, vpd_sampling::Sampler::new(0)),
             });
         }
         let n = jobs.len();
@@ -237,12 +229,11 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 self.observe_drafting(done.jobs.len(), done.secs, done.steps);
             }
             let proposals = done.result?;
-            for ((id, epoch, sampler), p) in done.jobs.into_iter().zip(proposals) {
+            for ((id, epoch), p) in done.jobs.into_iter().zip(proposals) {
                 // The request may have ended, or lost its cache, while its draft was out.
                 let Some(r) = self.reqs.get_mut(id) else {
                     continue;
                 };
-                r.draft = sampler;
                 if r.epoch != epoch || r.state != RequestState::Drafting {
                     continue;
                 }

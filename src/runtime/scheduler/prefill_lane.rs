@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::backend::{Backend, StepPlan, StepRows};
+use crate::backend::{forward_picks, Backend, Logits, Pick, Picked, RowDraw, StepPlan};
 use crate::error::Result;
 
 /// One request's share of a chunk.
@@ -44,8 +44,10 @@ pub(crate) struct ChunkEntry {
 pub(crate) struct ChunkJob {
     pub plan: StepPlan,
     pub entries: Vec<ChunkEntry>,
-    /// Every request in it greedy without logprobs: only argmax rows come back.
-    pub greedy: bool,
+    /// Per plan sequence: the draw from the prompt's last row, or `None` (an inner chunk).
+    pub draws: Vec<Option<RowDraw>>,
+    /// A request in it reports logprobs: the logits rows come back too.
+    pub want_logits: bool,
     /// The decode and verify lanes have work: run on the executor's small SM partition
     /// ([`Backend::confine`]) rather than the whole device.
     pub confine: bool,
@@ -54,7 +56,8 @@ pub(crate) struct ChunkJob {
 /// A finished chunk.
 pub(crate) struct ChunkDone {
     pub entries: Vec<ChunkEntry>,
-    pub rows: Result<StepRows>,
+    /// Per plan sequence what its draw gave, and the logits rows where asked for.
+    pub rows: Result<(Vec<Picked>, Option<Logits>)>,
     /// Wall time of the forward.
     pub secs: f64,
 }
@@ -78,9 +81,14 @@ pub(crate) fn run(executor: &mut dyn Backend, rx: &Receiver<ChunkJob>, tx: &Send
     let layers = executor.config().num_hidden_layers;
     for job in rx {
         let t0 = Instant::now();
+        let picks: Vec<Pick<'_>> = job
+            .draws
+            .iter()
+            .map(|d| d.map_or(Pick::Skip, |draw| Pick::Draw { draw, keep: false }))
+            .collect();
         let rows = executor
             .confine(job.confine)
-            .and_then(|()| StepRows::forward(executor, &job.plan, layers, job.greedy));
+            .and_then(|()| forward_picks(executor, &job.plan, layers, &picks, job.want_logits));
         let done = ChunkDone { entries: job.entries, rows, secs: t0.elapsed().as_secs_f64() };
         if tx.send(done).is_err() {
             return; // the serving thread has gone
@@ -122,7 +130,8 @@ mod tests {
             let job = ChunkJob {
                 plan: chunk(prompt.clone(), 0, LogitsWanted::None),
                 entries: vec![ChunkEntry { id: 0, epoch: 0, tokens: prompt.len() }],
-                greedy: false,
+                draws: vec![None],
+                want_logits: false,
                 confine: true,
             };
             handle.tx.send(job).unwrap();

@@ -8,7 +8,7 @@ use vpd_sched::RequestState;
 
 use super::prefill_lane::ChunkEntry;
 use super::{internal, Runtime};
-use crate::backend::Backend;
+use crate::backend::{Backend, Pick};
 use crate::error::Result;
 
 const LANE_GONE: &str = "the prefill lane's thread has stopped";
@@ -37,9 +37,19 @@ impl<B: Backend> Runtime<'_, '_, B> {
             .reqs
             .iter()
             .any(|(_, r)| matches!(r.state, RequestState::Drafting | RequestState::Verifying));
+        let draws = self
+            .picks(&entries, &plan)
+            .iter()
+            .map(|p| match p {
+                Pick::Draw { draw, .. } => Ok(Some(*draw)),
+                Pick::Skip => Ok(None),
+                Pick::Chain { .. } => Err(internal("a chain in a prefill chunk")),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let job = super::prefill_lane::ChunkJob {
+            want_logits: self.wants_logits(&entries),
+            draws,
             plan,
-            greedy: self.all_greedy(&entries),
             confine,
             entries: entries
                 .iter()
@@ -66,7 +76,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
         let Some(done) = self.chunk_back.take() else {
             return Ok(false);
         };
-        let rows = done.rows?;
+        let (picked, logits) = done.rows?;
         let now = self.now_s();
         // The chunk shared the device with this thread's forwards and the decode lane's drafts.
         self.target_busy.record(now, done.secs);
@@ -77,7 +87,8 @@ impl<B: Backend> Runtime<'_, '_, B> {
                 .get_mut(e.id)
                 .is_some_and(|r| r.epoch == e.epoch && r.state == RequestState::Prefilling);
             if current {
-                self.apply_prefill(e.id, e.tokens, rows.last_row(s), now)?;
+                let row = logits.as_ref().and_then(|l| l.last_row(s));
+                self.apply_prefill(e.id, e.tokens, &picked[s], row, now)?;
             }
         }
         self.check_blocks()?;
