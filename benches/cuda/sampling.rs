@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use verify_pd::backend::cuda::sampling::{self, ChainBatch, ChainOut, RowParams};
+use verify_pd::backend::cuda::sampling::{self, ChainBatch, ChainOut, ChainRows, RowCounters, RowParams};
 use verify_pd::backend::cuda::tree_verify::{self, TreeBatch, TreeDraft, TreeOut};
 use vpd_sampling::ChildSampling;
 
@@ -117,7 +117,49 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(bytes as u64));
         g.bench_function(format!("sample/B={b}/V={v}/{what}"), |bch| bch.iter_custom(|n| common::time(&dev, n, &mut run)));
         g.finish();
+        // The engine's form (`Backend::forward_pick`): a Philox counter per row, and the
+        // processed rows written too (a drafter's q, or the target's p for verification).
+        let ctr = dev.upload(&(0..b as u64).map(|i| 1000 + i).collect::<Vec<_>>()).unwrap();
+        let mut probs_out = dev.alloc::<f32>(b * v).unwrap();
+        let mut run = || {
+            let c = RowCounters { counter: &ctr, stream: 1 };
+            sampling::sample_rows(&dev, &logits, &rp, &c, &mut out, Some(&mut probs_out), b, v).unwrap()
+        };
+        let secs = common::median_secs(&dev, 15, &mut run);
+        common::report(&dev, "sample+probs", &format!("B={b} V={v} {what} (reads + writes rows)"), secs, 2.0 * bytes, ceiling);
     }
+
+    // Chain verification as the engine lays it out (`verify_chain_rows`): the target's rows of
+    // a step (L + 1 a chain, one after another) and the drafter's q rows by address.
+    let q_base = verify_pd::backend::cuda::device::raw_ptr(&dev, &draft);
+    let addrs: Vec<u64> = (0..b * l).map(|i| q_base + (i * v * 4) as u64).collect();
+    let (tr, dr) = (
+        dev.upload(&(0..b as u32).map(|r| r * (l as u32 + 1)).collect::<Vec<_>>()).unwrap(),
+        dev.upload(&addrs).unwrap(),
+    );
+    let ctr = dev.upload(&(0..b as u64).collect::<Vec<_>>()).unwrap();
+    let toks: Vec<u32> = common::rand_bf16(b * l, 3).iter().map(|&t| u32::from(t) % v as u32).collect();
+    let tok = dev.upload(&toks).unwrap();
+    let (mut acc, mut out) = (dev.alloc::<u32>(b).unwrap(), dev.alloc::<u32>(b * (l + 1)).unwrap());
+    let rows = ChainRows {
+        target: &target,
+        target_rows: b * (l + 1),
+        target_row: &tr,
+        draft_rows: &dr,
+        draft_tokens: &tok,
+        num_drafts: &lens,
+        seed: &seeds,
+        counter: &ctr,
+        rows: b,
+        vocab: v,
+        max_draft: l,
+    };
+    // SAFETY: every address is a row of `draft`, alive and unwritten for the whole bench.
+    let mut run = || unsafe { sampling::verify_chain_rows(&dev, &rows, &mut ChainOut { accepted: &mut acc, tokens: &mut out }) }.unwrap();
+    let bound = ((b * (l + 1) * v + b * l * v) * 4) as f64;
+    let secs = common::median_secs(&dev, 15, &mut run);
+    common::report(&dev, "chain_rows", &format!("B={b} L={l} V={v} random drafts, q by address"), secs, bound, ceiling);
+    println!("{} chain_rows time / byte bound at copy bandwidth = {:.2}x", dev.name, ratio(secs, bound));
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

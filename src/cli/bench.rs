@@ -109,6 +109,19 @@ pub struct BenchArgs {
     /// Stop at end-of-sequence tokens (default: ignore them, generating the sampled lengths).
     #[arg(long)]
     pub respect_eos: bool,
+    /// Sampling temperature of every request; 0 (the default, as vLLM's benchmark) is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest most likely set of at least this mass (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Copy every step's logits rows to the host and choose tokens there (same tokens), as a
+    /// baseline for what choosing them on the device saves.
+    #[arg(long)]
+    pub pick_on_host: bool,
     /// Directory for bench.json, bench.md and bench.png.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -144,6 +157,29 @@ fn cpu_name() -> String {
         name.unwrap_or_else(|| "unknown".into()),
         rayon::current_num_threads()
     )
+}
+
+/// The sampling parameters `--temperature`, `--top-p` and `--top-k` give every request (its
+/// seed is set per request).
+///
+/// # Errors
+/// A negative or non-finite temperature, or top-p outside (0, 1].
+pub(super) fn sampling_of(a: &BenchArgs) -> Result<vpd_sampling::SamplingParams> {
+    let s = vpd_sampling::SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: 0 };
+    s.validate().map_err(|e| bad("sampling", e))?;
+    Ok(s)
+}
+
+/// `T=0.8 top-p=0.95 top-k=50`, the parts that are on.
+fn sampling_label(s: &vpd_sampling::SamplingParams) -> String {
+    let mut l = format!("T={}", s.temperature);
+    if s.top_p < 1.0 {
+        l += &format!(" top-p={}", s.top_p);
+    }
+    if s.top_k > 0 {
+        l += &format!(" top-k={}", s.top_k);
+    }
+    l
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -182,6 +218,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let config = model.config();
     let tok = &model.tokenizer(&a.tokenizer)?;
     let ignore_eos = !a.respect_eos;
+    let sampling = sampling_of(&a)?;
     let reqs: Vec<GenerateRequest> = sample(&a, &data, tok, Some(config.max_position_embeddings))?
         .into_iter()
         .enumerate()
@@ -190,7 +227,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             max_new_tokens: s.max_new_tokens,
             sampling: vpd_sampling::SamplingParams {
                 seed: a.seed.wrapping_add(i as u64),
-                ..vpd_sampling::SamplingParams::greedy()
+                ..sampling
             },
             ignore_eos,
         })
@@ -220,6 +257,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.overlap_groups = a.overlap_groups;
             cfg.prefill_thread = prefill_thread;
             cfg.prefill_ride = a.prefill_ride;
+            cfg.pick_on_host = a.pick_on_host;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -277,6 +315,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         },
         models: {
             let graphs = if graphs { ", decode CUDA graphs" } else { "" };
+            let mut sampled = if sampling.is_greedy() { String::new() } else { format!(", sampling {}", sampling_label(&sampling)) };
+            if a.pick_on_host {
+                sampled += ", tokens chosen on the host";
+            }
             if speculates {
                 let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
                 let chunks = match (prefill_thread, partition) {
@@ -285,9 +327,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     (false, _) if a.prefill_ride > 0 => format!(", prefill rides in verify forwards up to {} tokens", a.prefill_ride),
                     (false, _) => String::new(),
                 };
-                format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}", a.draft, a.num_draft)
+                format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}{sampled}", a.draft, a.num_draft)
             } else {
-                format!("{name}{graphs}")
+                format!("{name}{graphs}{sampled}")
             }
         },
         seed: a.seed,

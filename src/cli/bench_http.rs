@@ -90,6 +90,7 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
         model: model.clone(),
         max_concurrency: a.max_concurrency,
         request_timeout: None,
+        sampling: vpd_bench::http::RequestSampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k },
     };
     let bar = indicatif::ProgressBar::new((a.request_rates.len() * reqs.len()) as u64);
     let mut runs = Vec::new();

@@ -21,6 +21,7 @@ pub(super) fn check_common(a: &BenchArgs) -> Result<Option<Slo>> {
             format!("must be finite and > 0, got {}", a.burstiness),
         ));
     }
+    super::bench::sampling_of(a)?;
     a.slo
         .as_deref()
         .map(|s| s.parse::<Slo>())

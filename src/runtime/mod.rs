@@ -158,6 +158,10 @@ pub struct RuntimeConfig {
     /// tokens per forward (0: prefill runs only in forwards of its own, when the prefill lane
     /// is picked). Keep it below the target's compute ridge, where rows are nearly free.
     pub prefill_ride: usize,
+    /// Bring every step's logits rows to the host and choose the tokens there (the same
+    /// arithmetic, so the same tokens), instead of on the backend: the path requests that
+    /// report logprobs take, kept as a switch to measure what choosing on the device saves.
+    pub pick_on_host: bool,
 }
 
 impl RuntimeConfig {
@@ -175,6 +179,7 @@ impl RuntimeConfig {
             overlap_groups: false,
             prefill_thread: false,
             prefill_ride: 0,
+            pick_on_host: false,
         }
     }
 

@@ -687,10 +687,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             .collect()
     }
 
-    /// Whether a request of `entries` reports logprobs, so that the step's logits rows must
-    /// come to the host.
+    /// Whether a request of `entries` reports logprobs (or `pick_on_host` is set), so that the
+    /// step's logits rows must come to the host.
     fn wants_logits(&self, entries: &[(usize, Work)]) -> bool {
-        entries.iter().any(|(id, _)| self.reqs[*id].logprobs.is_some())
+        self.cfg.pick_on_host || entries.iter().any(|(id, _)| self.reqs[*id].logprobs.is_some())
     }
 
     /// A prefill chunk of `n` tokens of request `id` ran; `picked` is its pick's outcome (a

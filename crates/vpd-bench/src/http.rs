@@ -13,7 +13,8 @@
 //!   HTTP error status (status and the server's error message), malformed stream data, an
 //!   error event, a stream that ends before `data: [DONE]`, or one with no text at all.
 //!
-//! Requests carry `temperature: 0` (vLLM's benchmark sends greedy requests too). The client
+//! Requests carry `temperature: 0` unless told otherwise (vLLM's benchmark sends greedy
+//! requests too). The client
 //! has no TLS: it is meant for servers on loopback or on machines the user runs.
 
 mod events;
@@ -61,6 +62,23 @@ pub struct ClientConfig {
     pub max_concurrency: Option<usize>,
     /// Fails a request still unfinished this long after it went out; `None`: no limit.
     pub request_timeout: Option<Duration>,
+    /// Sampling parameters of every request (default greedy, as vLLM's benchmark sends).
+    pub sampling: RequestSampling,
+}
+
+/// The sampling fields every request carries: `temperature` always, `top_p` below 1 and
+/// `top_k` above 0 (vLLM's extension, which `vpd serve` takes too).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestSampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+}
+
+impl Default for RequestSampling {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0 }
+    }
 }
 
 /// The records of a run, in request order, and its duration: from the start until the last
@@ -240,12 +258,20 @@ fn body(cfg: &ClientConfig, r: &HttpRequest) -> Value {
         "model": cfg.model,
         "prompt": prompt,
         "max_tokens": r.max_tokens,
-        "temperature": 0.0,
+        "temperature": cfg.sampling.temperature,
         "stream": true,
         "stream_options": {"include_usage": true},
     });
-    if let (Some(ie), Some(o)) = (r.ignore_eos, b.as_object_mut()) {
-        o.insert("ignore_eos".into(), json!(ie));
+    if let Some(o) = b.as_object_mut() {
+        if let Some(ie) = r.ignore_eos {
+            o.insert("ignore_eos".into(), json!(ie));
+        }
+        if cfg.sampling.top_p < 1.0 {
+            o.insert("top_p".into(), json!(cfg.sampling.top_p));
+        }
+        if cfg.sampling.top_k > 0 {
+            o.insert("top_k".into(), json!(cfg.sampling.top_k));
+        }
     }
     b
 }
@@ -458,6 +484,7 @@ mod tests {
             model: "m".into(),
             max_concurrency: None,
             request_timeout: None,
+            sampling: RequestSampling::default(),
         };
         let r = HttpRequest {
             prompt: Prompt::Tokens(vec![1, 2]),

@@ -169,6 +169,7 @@ fn cfg(url: &str, max_concurrency: Option<usize>) -> ClientConfig {
         model: MODEL.into(),
         max_concurrency,
         request_timeout: Some(Duration::from_secs(5)),
+        sampling: http::RequestSampling::default(),
     }
 }
 
