@@ -29,36 +29,61 @@ static __device__ float exp_det(float d) {
     return __fmul_rn(p, __int_as_float((static_cast<int>(k) + 127) << 23));
 }
 
+// Candidates the radix select compacts into shared memory once its chosen bin holds this few:
+// the remaining passes then read 16 bytes a candidate from shared memory instead of the whole
+// row from global memory. After the first two digits (sign, exponent, 7 bits of mantissa) the
+// chosen bin of a top-k or top-p cut over an LLM's logits rarely holds more than a few hundred.
+#define SELECT_CAP 2048
+// At file scope so that the two instantiations in sample_kernel (top-k, top-p), which run one
+// after the other, share one 32 KiB buffer instead of adding two to the block's static total.
+static __shared__ uint64_t sel_key[SELECT_CAP];
+static __shared__ uint64_t sel_w[SELECT_CAP];
+
 // Radix select: the key of the first candidate (key >= cut, best first) whose inclusive
-// cumulative weight reaches `target`; `cut` when there is none. 8 passes of 8 bits.
+// cumulative weight reaches `target`; `cut` when there is none. 8 passes of 8 bits, over the
+// whole row until the chosen bin holds at most SELECT_CAP candidates, then over those alone
+// (the same histograms, so the same key: the sums are integers).
 template <class W>
 static __device__ uint64_t radix_select(const float *x, uint32_t n, uint64_t cut, uint64_t target, const W &wt) {
     __shared__ uint32_t cnt[256];
     __shared__ unsigned long long ws[256];
     __shared__ uint64_t s_prefix, s_target;
+    __shared__ uint32_t s_count, s_nc;
     __shared__ int s_ok;
     uint64_t prefix = 0, mask = 0;
+    bool compact = false;
+    uint32_t nc = 0;
     for (int d = 7; d >= 0; --d) {
         for (uint32_t b = threadIdx.x; b < 256; b += SAMPLING_THREADS) {
             cnt[b] = 0;
             ws[b] = 0;
         }
         __syncthreads();
-        // Warp-aggregated histogram: lanes with the same bin add once (the top digits are
-        // shared by most of the vocabulary, so plain shared atomics would serialise).
-        for (uint32_t i0 = 0; i0 < n; i0 += SAMPLING_THREADS) {
-            const uint32_t i = i0 + threadIdx.x;
-            const uint64_t k = i < n ? key64(x[i], i) : 0;
-            const bool cand = i < n && k >= cut && (k & mask) == prefix;
-            const uint32_t bin = cand ? static_cast<uint32_t>(k >> (8 * d)) & 255u : 256u;
-            const uint64_t w = cand ? wt(i) : 0;  // <= 2^44: two 22-bit halves sum exactly in u32
-            const unsigned peers = __match_any_sync(FULL, bin);
-            const uint32_t whi = __reduce_add_sync(peers, static_cast<uint32_t>(w >> 22));
-            const uint32_t wlo = __reduce_add_sync(peers, static_cast<uint32_t>(w & 0x3fffffu));
-            if (cand && (threadIdx.x & 31) == static_cast<uint32_t>(__ffs(peers) - 1)) {
-                atomicAdd(&cnt[bin], static_cast<uint32_t>(__popc(peers)));
-                const uint64_t sum = (static_cast<uint64_t>(whi) << 22) + wlo;
-                if (sum) atomicAdd(&ws[bin], static_cast<unsigned long long>(sum));
+        if (compact) {
+            for (uint32_t j = threadIdx.x; j < nc; j += SAMPLING_THREADS) {
+                const uint64_t k = sel_key[j];
+                if ((k & mask) != prefix) continue;
+                const uint32_t bin = static_cast<uint32_t>(k >> (8 * d)) & 255u;
+                atomicAdd(&cnt[bin], 1u);
+                if (sel_w[j]) atomicAdd(&ws[bin], static_cast<unsigned long long>(sel_w[j]));
+            }
+        } else {
+            // Warp-aggregated histogram: lanes with the same bin add once (the top digits are
+            // shared by most of the vocabulary, so plain shared atomics would serialise).
+            for (uint32_t i0 = 0; i0 < n; i0 += SAMPLING_THREADS) {
+                const uint32_t i = i0 + threadIdx.x;
+                const uint64_t k = i < n ? key64(x[i], i) : 0;
+                const bool cand = i < n && k >= cut && (k & mask) == prefix;
+                const uint32_t bin = cand ? static_cast<uint32_t>(k >> (8 * d)) & 255u : 256u;
+                const uint64_t w = cand ? wt(i) : 0;  // <= 2^44: two 22-bit halves sum exactly in u32
+                const unsigned peers = __match_any_sync(FULL, bin);
+                const uint32_t whi = __reduce_add_sync(peers, static_cast<uint32_t>(w >> 22));
+                const uint32_t wlo = __reduce_add_sync(peers, static_cast<uint32_t>(w & 0x3fffffu));
+                if (cand && (threadIdx.x & 31) == static_cast<uint32_t>(__ffs(peers) - 1)) {
+                    atomicAdd(&cnt[bin], static_cast<uint32_t>(__popc(peers)));
+                    const uint64_t sum = (static_cast<uint64_t>(whi) << 22) + wlo;
+                    if (sum) atomicAdd(&ws[bin], static_cast<unsigned long long>(sum));
+                }
             }
         }
         __syncthreads();
@@ -76,12 +101,28 @@ static __device__ uint64_t radix_select(const float *x, uint32_t n, uint64_t cut
             s_ok = chosen >= 0;
             s_prefix = prefix | (static_cast<uint64_t>(chosen < 0 ? 0 : chosen) << (8 * d));
             s_target = target - acc;
+            s_count = chosen < 0 ? 0 : cnt[chosen];
+            s_nc = 0;
         }
         __syncthreads();
         if (!s_ok) return cut;
         prefix = s_prefix;
         target = s_target;
         mask |= 0xffull << (8 * d);
+        if (!compact && d > 0 && s_count <= SELECT_CAP) {
+            // One more read of the row gathers the chosen bin's candidates and their weights.
+            for (uint32_t i = threadIdx.x; i < n; i += SAMPLING_THREADS) {
+                const uint64_t k = key64(x[i], i);
+                if (k >= cut && (k & mask) == prefix) {
+                    const uint32_t j = atomicAdd(&s_nc, 1u);
+                    sel_key[j] = k;
+                    sel_w[j] = wt(i);
+                }
+            }
+            __syncthreads();
+            nc = s_nc;
+            compact = true;
+        }
         __syncthreads();  // s_* are rewritten by the next pass
     }
     return prefix;

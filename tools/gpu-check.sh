@@ -12,7 +12,7 @@ if [[ "${1:-}" == "--stage" ]]; then
     T=${CARGO_TARGET_DIR:-target}/release
     rm -rf .device && mkdir -p .device/bench
     cp "$T/vpd" .device/vpd
-    for b in rms_norm swiglu rope_kv gemm attention sampling decode_step isolation; do
+    for b in rms_norm swiglu rope_kv gemm attention sampling decode_step isolation embedding kv_copy; do
         f=$(ls -t "$T"/deps/cuda_${b}-* 2>/dev/null | grep -v '\.d$' | head -1)
         [[ -n "$f" ]] && cp "$f" .device/bench/cuda_$b
     done

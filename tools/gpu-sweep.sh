@@ -7,7 +7,8 @@
 #         tool with carry [".device"] and command `bash tools/gpu-sweep.sh`.
 # There:  writes bench.json / bench.md / bench.png under $OUT/$VPD_TAG (default sweep) and
 #         prints the table; VPD_EXTRA adds bench flags (e.g. "--decode-sms 80"), VPD_DATASET
-#         picks the prompts (default the 1500-conversation subset).
+#         picks the prompts (default the 1500-conversation subset), VPD_MAX_RUNNING the
+#         requests holding KV cache at once (default 32).
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     T=${CARGO_TARGET_DIR:-target}/release
@@ -39,6 +40,18 @@ while len(out) < 300 and i < len(src) - 1_000_000:
     if len(conv) >= 2 and conv[0].get("from") == "human" and 2000 <= len(conv[0].get("value", "")) <= 3800:
         out.append(obj)
 json.dump(out, open(".device/sharegpt-long.json", "w"))
+# With VPD_STAGE_BIG=1, 4000 conversations (about 1900 usable requests) for high-load sweeps
+# that need hundreds of requests: VPD_DATASET=.device/sharegpt-4000.json.
+import os
+if os.environ.get("VPD_STAGE_BIG") == "1":
+    src = open("assets/ShareGPT_V3_unfiltered_cleaned_split.json").read(90_000_000)
+    i, out = src.index("[") + 1, []
+    while len(out) < 4000:
+        while src[i] in " \n\r\t,":
+            i += 1
+        obj, i = dec.raw_decode(src, i)
+        out.append(obj)
+    json.dump(out, open(".device/sharegpt-4000.json", "w"))
 PY
     du -sh .device; exit 0
 fi
@@ -51,5 +64,5 @@ date -u +%FT%TZ | tee -a "$OUT/card.txt"
     --acceptance "${VPD_ACCEPTANCE:-synthetic:0.7,0.15}" --num-draft 4 \
     --policies "${VPD_POLICIES:-single-lane,three-lane-adaptive}" \
     --request-rates "${VPD_RATES:-2,6,10}" --num-prompts "${VPD_PROMPTS:-80}" \
-    --max-output "${VPD_MAX_OUTPUT:-128}" --max-running 32 --out "$OUT/${VPD_TAG:-sweep}" ${VPD_EXTRA:-} \
+    --max-output "${VPD_MAX_OUTPUT:-128}" --max-running "${VPD_MAX_RUNNING:-32}" --out "$OUT/${VPD_TAG:-sweep}" ${VPD_EXTRA:-} \
     2>&1 | tee "$OUT/${VPD_TAG:-sweep}.txt"
