@@ -79,7 +79,6 @@ fn greedy_speculative_output_equals_plain_output_on_a_random_model() {
 #[test]
 fn chunked_drafter_prefill_leaves_the_same_drafts_as_catching_up_in_the_draft_step() {
     use verify_pd::spec::DraftQuery;
-    use vpd_sampling::Sampler;
     let (_d, target) = tiny(Preset::TinyLlama3.config(), 1);
     let (dd, _) = tiny(Preset::TinyLlama3.config(), 3);
     let context: Vec<u32> = (0..45).map(|i| 20 + (i * 13) % 200).collect();
