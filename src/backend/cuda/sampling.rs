@@ -69,16 +69,31 @@ pub fn sample(
     vocab: usize,
     offset: u64,
 ) -> Result<()> {
-    const OP: &str = "sample";
-    check_vocab(OP, vocab)?;
-    check_rows(OP, rows)?;
-    check_len(OP, "logits", logits, rows * vocab)?;
-    check_len(OP, "temperature", rp.temperature, rows)?;
-    check_len(OP, "top_k", rp.top_k, rows)?;
-    check_len(OP, "top_p", rp.top_p, rows)?;
-    check_len(OP, "seed", rp.seed, rows)?;
-    check_len(OP, "out", out, rows)?;
-    let p = SampleParams {
+    let mut p = sample_params(dev, "sample", logits, rp, out, rows, vocab)?;
+    p.offset = offset;
+    sample_launch(dev, p)
+}
+
+/// The checked [`SampleParams`] of a launch over `rows` rows: no per-row counters, no rows
+/// written, offset 0 (the callers set what they use).
+fn sample_params(
+    dev: &Device,
+    op: &'static str,
+    logits: &CudaSlice<f32>,
+    rp: &RowParams<'_>,
+    out: &mut CudaSlice<u32>,
+    rows: usize,
+    vocab: usize,
+) -> Result<SampleParams> {
+    check_vocab(op, vocab)?;
+    check_rows(op, rows)?;
+    check_len(op, "logits", logits, rows * vocab)?;
+    check_len(op, "temperature", rp.temperature, rows)?;
+    check_len(op, "top_k", rp.top_k, rows)?;
+    check_len(op, "top_p", rp.top_p, rows)?;
+    check_len(op, "seed", rp.seed, rows)?;
+    check_len(op, "out", out, rows)?;
+    Ok(SampleParams {
         logits: ptr(dev, logits) as *const f32,
         temperature: ptr(dev, rp.temperature) as *const f32,
         top_k: ptr(dev, rp.top_k) as *const u32,
@@ -87,12 +102,11 @@ pub fn sample(
         counter: std::ptr::null(),
         out: ptr_mut(dev, out) as *mut u32,
         probs: std::ptr::null_mut(),
-        offset,
+        offset: 0,
         rows: rows as u32,
         vocab: vocab as u32,
         stream: 0,
-    };
-    sample_launch(dev, p)
+    })
 }
 
 /// Per-row Philox counters of a [`sample_rows`] launch: row `r` draws with counter
@@ -120,36 +134,14 @@ pub fn sample_rows(
     vocab: usize,
 ) -> Result<()> {
     const OP: &str = "sample_rows";
-    check_vocab(OP, vocab)?;
-    check_rows(OP, rows)?;
-    check_len(OP, "logits", logits, rows * vocab)?;
-    check_len(OP, "temperature", rp.temperature, rows)?;
-    check_len(OP, "top_k", rp.top_k, rows)?;
-    check_len(OP, "top_p", rp.top_p, rows)?;
-    check_len(OP, "seed", rp.seed, rows)?;
+    let mut p = sample_params(dev, OP, logits, rp, out, rows, vocab)?;
     check_len(OP, "counter", ctr.counter, rows)?;
-    check_len(OP, "out", out, rows)?;
-    let probs = match probs {
-        Some(pr) => {
-            check_len(OP, "probs", pr, rows * vocab)?;
-            ptr_mut(dev, pr) as *mut f32
-        }
-        None => std::ptr::null_mut(),
-    };
-    let p = SampleParams {
-        logits: ptr(dev, logits) as *const f32,
-        temperature: ptr(dev, rp.temperature) as *const f32,
-        top_k: ptr(dev, rp.top_k) as *const u32,
-        top_p: ptr(dev, rp.top_p) as *const f32,
-        seed: ptr(dev, rp.seed) as *const u64,
-        counter: ptr(dev, ctr.counter) as *const u64,
-        out: ptr_mut(dev, out) as *mut u32,
-        probs,
-        offset: 0,
-        rows: rows as u32,
-        vocab: vocab as u32,
-        stream: ctr.stream,
-    };
+    p.counter = ptr(dev, ctr.counter) as *const u64;
+    p.stream = ctr.stream;
+    if let Some(pr) = probs {
+        check_len(OP, "probs", pr, rows * vocab)?;
+        p.probs = ptr_mut(dev, pr) as *mut f32;
+    }
     sample_launch(dev, p)
 }
 
