@@ -33,7 +33,8 @@ pub struct RowDraw {
     /// Philox counter of the sequence's first row: the position, in the request's context, of
     /// the token that row decides. Row `j` uses `counter + j`.
     pub counter: u64,
-    /// [`TARGET_STREAM`] or [`DRAFT_STREAM`].
+    /// [`TARGET_STREAM`] or [`DRAFT_STREAM`]. A chain always verifies on the target's stream,
+    /// whatever this says.
     pub stream: u32,
 }
 

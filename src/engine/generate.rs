@@ -115,10 +115,9 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             a.started = Instant::now();
-            let row = self.prefill(a.seq, &r.prompt_ids)?;
+            let draw = RowDraw { sampling: r.sampling, counter: r.prompt_ids.len() as u64, stream: TARGET_STREAM };
+            let tok = self.prefill(a.seq, &r.prompt_ids, draw)?;
             a.cached = r.prompt_ids.len();
-            // The prompt's last row came to the host: drawn there with the device's arithmetic.
-            let tok = vpd_sampling::kernel_ref::sample_ref(&row, &r.sampling, a.cached as u64, TARGET_STREAM);
             a.first_token_at = Some(Instant::now());
             a.out.push(tok);
             a.finish = stop_reason(self.backend.config(), r, a.out.len(), tok);
@@ -169,21 +168,27 @@ impl<B: Backend> Engine<B> {
         &mut self.blocks
     }
 
-    /// Prefills `prompt` into `seq`'s (empty) cache in chunks; returns the last row's logits.
-    pub(crate) fn prefill(&mut self, seq: u64, prompt: &[u32]) -> Result<Vec<f32>> {
-        let mut last = Vec::new();
+    /// Prefills `prompt` into `seq`'s (empty) cache in chunks; returns the first output token,
+    /// drawn from the prompt's last row under `draw` where the logits are.
+    ///
+    /// # Errors
+    /// An empty prompt, or a backend failure.
+    pub(crate) fn prefill(&mut self, seq: u64, prompt: &[u32], draw: RowDraw) -> Result<u32> {
+        let layers = self.backend.config().num_hidden_layers;
+        let mut first = None;
         let mut done = 0;
         for chunk in prompt.chunks(self.prefill_chunk) {
             let is_last = done + chunk.len() == prompt.len();
             self.append(seq, chunk.len())?;
-            let step = self.seq_step(seq, chunk.to_vec(), done, if is_last { LogitsWanted::Last } else { LogitsWanted::None });
-            let logits = self.backend.forward(&StepPlan { seqs: vec![step] })?;
+            let (wanted, pick) = if is_last { (LogitsWanted::Last, Pick::Draw { draw, keep: false }) } else { (LogitsWanted::None, Pick::Skip) };
+            let step = self.seq_step(seq, chunk.to_vec(), done, wanted);
+            let (picked, _) = forward_picks(&mut self.backend, &StepPlan { seqs: vec![step] }, layers, &[pick], false)?;
             done += chunk.len();
             if is_last {
-                last = logits.last_row(0).map(<[f32]>::to_vec).unwrap_or_default();
+                first = picked[0].drawn()?.last().copied();
             }
         }
-        Ok(last)
+        first.ok_or_else(|| crate::error::EngineError::Backend("prefill of an empty prompt".into()))
     }
 
     /// Reserves cache slots for `n` more tokens, performing any copy-on-write block copies.

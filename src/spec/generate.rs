@@ -145,9 +145,9 @@ impl<B: Backend> SpecEngine<B> {
                 continue;
             }
             a.started = Instant::now();
-            let row = self.target.prefill(a.seq, &r.prompt_ids)?;
+            let draw = RowDraw { sampling: r.sampling, counter: r.prompt_ids.len() as u64, stream: TARGET_STREAM };
+            let tok = self.target.prefill(a.seq, &r.prompt_ids, draw)?;
             a.cached = r.prompt_ids.len();
-            let tok = a.verify.sample(&row, &r.sampling);
             a.first_token_at = Some(Instant::now());
             a.context.push(tok);
             a.finish = stop_reason(self.target.backend().config(), r, a.out_len(), tok);
