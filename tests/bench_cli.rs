@@ -33,9 +33,17 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
         assert_eq!(s["completed"], 6, "{r}");
         let spec = r["policy"] != "nospec";
         assert_eq!(s["acceptance"].is_object(), spec, "{r}");
+        // The controller's view comes with adaptive runs only.
+        let adaptive = r["policy"] == "three-lane-adaptive";
+        assert_eq!(s["controller"].is_object(), adaptive, "{r}");
+        if adaptive {
+            assert!(s["controller"]["decisions"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(s["controller"]["draft_step_ms"].as_array().unwrap().len(), 4, "{r}");
+        }
     }
     let md = std::fs::read_to_string(dir.path().join("bench.md")).unwrap();
     assert!(md.contains("three-lane-adaptive") && md.contains("| policy |"), "{md}");
+    assert!(md.contains("Controller:"), "{md}");
     // Only the finite rate is plotted; the PNG exists and is one.
     let png = std::fs::read(dir.path().join("bench.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");

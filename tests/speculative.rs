@@ -104,6 +104,14 @@ fn chunked_drafter_prefill_leaves_the_same_drafts_as_catching_up_in_the_draft_st
         }
         let p = d.propose(&[query]).expect("propose");
         drafts.push(p[0].tree.tokens.clone());
+        // The drafter times each forward for the controller: the first one catches the cache
+        // up (the whole prompt when nothing was prefilled), the rest run one token.
+        let steps = d.last_steps();
+        assert_eq!(steps.len(), 4, "chunk {chunks:?}");
+        let first_tokens = if chunks.is_none() { context.len() } else { 1 };
+        assert_eq!((steps[0].seqs, steps[0].tokens), (1, first_tokens));
+        assert_eq!(steps[0].is_steady(), chunks.is_some(), "a catch-up prefill is not a draft step");
+        assert!(steps[1..].iter().all(|s| s.seqs == 1 && s.tokens == 1 && s.is_steady() && s.secs > 0.0));
     }
     assert_eq!(drafts[0].len(), 4);
     assert!(drafts.iter().all(|t| *t == drafts[0]), "{drafts:?}");
@@ -111,6 +119,8 @@ fn chunked_drafter_prefill_leaves_the_same_drafts_as_catching_up_in_the_draft_st
     let mut ngram = cpu_drafter(&DraftSpec::Ngram(2), &target, 64, 4).expect("ngram");
     ngram.begin(1).expect("begin");
     assert_eq!(ngram.prefill(1, &context, 8).expect("ngram prefill"), 0);
+    ngram.propose(&[DraftQuery { seq: 1, ..query }]).expect("ngram propose");
+    assert!(ngram.last_steps().is_empty(), "n-gram lookup runs no forwards");
 }
 
 #[test]

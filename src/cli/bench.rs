@@ -281,6 +281,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 ));
             }
             summary.l_histogram = out.metrics.l_histogram.clone();
+            summary.controller = out.controller.clone();
             // `suspend`, not `println`: a hidden bar (stderr not a terminal) drops `println`.
             bar.suspend(|| {
                 eprintln!(

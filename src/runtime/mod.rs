@@ -60,7 +60,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vpd_bench::metrics::RequestRecord;
+use vpd_bench::metrics::{ControllerSummary, RequestRecord};
 use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_sched::{ControllerConfig, CostPrior, StarvationBounds};
 
@@ -260,6 +260,8 @@ pub struct RunOutput {
     pub lane_steps: [u64; 3],
     /// Wall time from the start to the last request's end.
     pub duration_s: f64,
+    /// The controller's view of the run (`three-lane-adaptive`).
+    pub controller: Option<ControllerSummary>,
 }
 
 /// Runs `requests` through a fresh serving loop: a client thread sends request `i` at

@@ -98,6 +98,8 @@ pub struct Runtime<'e, 'd, B: Backend> {
     chunk_out: Vec<usize>,
     /// A chunk back from the prefill lane, not yet applied.
     chunk_back: Option<prefill_lane::ChunkDone>,
+    /// What the controller was shown, for the run's report.
+    tally: drafting::ControllerTally,
 }
 
 impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
@@ -161,6 +163,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             prefill_lane: None,
             chunk_out: Vec::new(),
             chunk_back: None,
+            tally: drafting::ControllerTally::default(),
         })
     }
 
@@ -307,6 +310,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let mut out = std::mem::take(&mut self.out);
         out.duration_s = self.now_s();
         out.metrics = self.snapshot();
+        out.controller = self.controller.as_ref().map(|c| self.tally.summary(c));
         for r in self.reqs.take_all() {
             let result = match (&r.error, r.finish) {
                 (Some(e), _) => Err(e.clone()),

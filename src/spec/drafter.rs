@@ -57,6 +57,29 @@ impl Proposal {
     }
 }
 
+/// One draft forward of a [`Drafter::propose`] call, as the controller's cost model wants it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DraftStep {
+    /// Sequences in the forward.
+    pub seqs: usize,
+    /// Tokens it ran: one per sequence for a pure draft step; more in a first step that
+    /// catches a sequence's cache up (a new prompt, the tokens of L = 0 steps).
+    pub tokens: usize,
+    /// Wall time, the drafted tokens back on the host.
+    pub secs: f64,
+}
+
+impl DraftStep {
+    /// Whether this is a draft step in the cost model's sense: a steady first step catches up
+    /// at most two tokens a sequence (the newest token, and the bonus token after a fully
+    /// accepted draft); more is a prefill riding in the step, a one-off cost of a new prompt
+    /// or of a resume from L = 0, which charged as a step would make drafting look dearer
+    /// the less a request drafts (the divisor is its L).
+    pub fn is_steady(&self) -> bool {
+        self.seqs > 0 && self.tokens <= 2 * self.seqs
+    }
+}
+
 /// Proposes drafts for many sequences and keeps any per-sequence state (a draft KV cache)
 /// consistent with what the target committed.
 pub trait Drafter: Send {
@@ -96,6 +119,12 @@ pub trait Drafter: Send {
     /// # Errors
     /// Unknown sequence or a backend failure.
     fn propose(&mut self, queries: &[DraftQuery<'_>]) -> Result<Vec<Proposal>>;
+
+    /// The forwards of the last [`Self::propose`], in order; empty for a drafter that runs
+    /// none (n-gram lookup).
+    fn last_steps(&self) -> &[DraftStep] {
+        &[]
+    }
 
     /// Proposes a token tree of `width` × `depth` under a node budget for one sequence.
     ///

@@ -18,7 +18,7 @@ pub mod ngram;
 pub mod options;
 pub mod stats;
 
-pub use drafter::{DraftQuery, Drafter, Proposal};
+pub use drafter::{DraftQuery, DraftStep, Drafter, Proposal};
 pub use generate::{SpecEngine, SpecOptions};
 pub use options::{check_draft_len, DraftSpec, TreeShape, DEFAULT_TREE_BUDGET, MAX_DRAFT_LEN};
 pub use stats::{SpecStats, TraceWriter};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use vpd_kv::BlockManager;
 use vpd_sampling::{processed_probs, ChildSampling, Sampler, SamplingParams, TokenTree};
 
-use super::drafter::{DraftQuery, Drafter, Proposal};
+use super::drafter::{DraftQuery, DraftStep, Drafter, Proposal};
 use super::TreeShape;
 use crate::backend::{forward_picks, Backend, LogitsWanted, Pick, Picked, ProbRow, RowDraw, SeqStep, StepPlan, DRAFT_STREAM};
 use crate::error::{EngineError, Result};
@@ -25,6 +25,8 @@ pub struct ModelDrafter<B: Backend> {
     layers: usize,
     /// Tokens of each sequence in the draft cache.
     cached: HashMap<u64, usize>,
+    /// The forwards of the last `propose`, timed for the controller.
+    steps: Vec<DraftStep>,
 }
 
 impl<B: Backend> ModelDrafter<B> {
@@ -36,7 +38,7 @@ impl<B: Backend> ModelDrafter<B> {
             return Err(EngineError::InvalidRequest { field: "draft", detail: format!("{label}: K = {layers} is outside 1..={depth} layers") });
         }
         let (num_blocks, block_size) = backend.kv_geometry();
-        Ok(Self { label, blocks: BlockManager::new(num_blocks, block_size)?, backend, layers, cached: HashMap::new() })
+        Ok(Self { label, blocks: BlockManager::new(num_blocks, block_size)?, backend, layers, cached: HashMap::new(), steps: Vec::new() })
     }
 
     fn context_limit(&self) -> usize {
@@ -129,7 +131,9 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
         let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
         let mut qs: Vec<Vec<Option<ProbRow>>> = vec![Vec::new(); queries.len()];
         let steps = want.iter().copied().max().unwrap_or(0);
+        self.steps.clear();
         for step in 0..steps {
+            let t0 = std::time::Instant::now();
             let mut seqs = Vec::new();
             let mut who = Vec::new();
             for (i, q) in queries.iter().enumerate() {
@@ -155,7 +159,11 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                     Pick::Draw { draw, keep: !q.sampling.is_greedy() }
                 })
                 .collect();
-            let (picked, _) = forward_picks(&mut self.backend, &StepPlan { seqs }, self.layers, &picks, false)?;
+            let plan = StepPlan { seqs };
+            let tokens = plan.num_tokens();
+            let (picked, _) = forward_picks(&mut self.backend, &plan, self.layers, &picks, false)?;
+            // The drafted tokens are on the host now: the step is over on the device too.
+            self.steps.push(DraftStep { seqs: who.len(), tokens, secs: t0.elapsed().as_secs_f64() });
             for (p, &i) in picked.into_iter().zip(&who) {
                 let Picked::Drawn { tokens, probs } = p else {
                     return Err(EngineError::Backend("draft step returned no draw".into()));
@@ -179,6 +187,10 @@ impl<B: Backend> Drafter for ModelDrafter<B> {
                 Proposal { tree: TokenTree::chain(&d), q, mode: ChildSampling::Iid }
             })
             .collect())
+    }
+
+    fn last_steps(&self) -> &[DraftStep] {
+        &self.steps
     }
 
     fn propose_tree(&mut self, query: &DraftQuery<'_>, shape: &TreeShape, sampler: &mut Sampler) -> Result<Proposal> {

@@ -219,6 +219,34 @@ impl AcceptanceSummary {
     }
 }
 
+/// What the draft-length controller saw and believed over a run (`three-lane-adaptive`), so
+/// that a run shows why it chose the L it did: its fitted step costs at a few sizes, the load
+/// it was given, and how many draft steps fed its cost model.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ControllerSummary {
+    pub decisions: u64,
+    pub l_changes: u64,
+    pub probes: u64,
+    pub refreshes: u64,
+    /// Means over the decisions: tracked requests, the verify lane's busy fraction (draft
+    /// steps are charged κ = 1 + interference · busy) and the tokens sharing the verify
+    /// forward (B).
+    pub mean_requests: f64,
+    pub mean_verify_busy: f64,
+    pub mean_background_tokens: f64,
+    /// The fitted solo draft step at the end of the run, `[batch, ms]`.
+    pub draft_step_ms: Vec<(usize, f64)>,
+    /// The fitted verify forward at the end of the run, `[tokens, ms]`, and its ridge.
+    pub verify_ms: Vec<(usize, f64)>,
+    pub ridge_tokens: f64,
+    /// Draft forwards that fed the cost model, and those left out because they carried a
+    /// catch-up prefill (a new prompt, a resume from L = 0).
+    pub draft_steps_timed: u64,
+    pub draft_steps_catching_up: u64,
+    /// Predicted goodput of the last decision, tokens per second.
+    pub predicted_goodput: f64,
+}
+
 /// Everything one benchmark run reports.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Summary {
@@ -240,6 +268,9 @@ pub struct Summary {
     pub acceptance: Option<AcceptanceSummary>,
     /// `l_histogram[L]` = decode steps that drafted L tokens (L = 0: plain steps).
     pub l_histogram: Vec<u64>,
+    /// The controller's view, for `three-lane-adaptive` runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerSummary>,
 }
 
 /// Invalid input to [`summarize`].

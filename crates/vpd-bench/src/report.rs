@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::metrics::{Dist, Summary};
+use crate::metrics::{ControllerSummary, Dist, Summary};
 
 /// Where the requests came from.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -129,6 +129,41 @@ impl Report {
                 good,
                 acc,
                 s.l_histogram
+            ));
+        }
+        m.push_str(&self.controller_markdown());
+        m
+    }
+
+    /// The controller's view of each `three-lane-adaptive` run, empty without one.
+    fn controller_markdown(&self) -> String {
+        let runs: Vec<(&RunResult, &ControllerSummary)> =
+            self.runs.iter().filter_map(|r| r.summary.controller.as_ref().map(|c| (r, c))).collect();
+        if runs.is_empty() {
+            return String::new();
+        }
+        let pairs = |v: &[(usize, f64)]| v.iter().map(|(n, ms)| format!("{n}: {ms:.2}")).collect::<Vec<_>>().join(", ");
+        let mut m = String::from(
+            "\nController: fitted solo costs at the end of the run; steps = draft forwards timed \
+             (left out: those carrying a catch-up prefill).\n\n\
+             | policy | rate (req/s) | decisions | L changes | probes | mean requests | mean verify busy \
+             | draft step ms (batch: ms) | verify ms (tokens: ms) | steps timed / left out |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for (r, c) in runs {
+            m.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {} | {} / {} |\n",
+                r.policy,
+                r.request_rate,
+                c.decisions,
+                c.l_changes,
+                c.probes,
+                c.mean_requests,
+                c.mean_verify_busy,
+                pairs(&c.draft_step_ms),
+                pairs(&c.verify_ms),
+                c.draft_steps_timed,
+                c.draft_steps_catching_up
             ));
         }
         m
@@ -309,6 +344,25 @@ mod tests {
         assert!(rows[0].contains("| 20/20 |"), "{}", rows[0]);
         assert!(md.contains("ttft:100,tpot:20"));
         assert!(md.contains("17000 conversations read, file truncated"));
+        assert!(!md.contains("Controller:"), "no controller section without an adaptive run");
+    }
+
+    #[test]
+    fn markdown_shows_the_controllers_view_of_adaptive_runs() {
+        let mut r = report();
+        r.runs[1].summary.controller = Some(ControllerSummary {
+            decisions: 900,
+            l_changes: 12,
+            draft_step_ms: vec![(1, 0.8), (64, 1.25)],
+            verify_ms: vec![(256, 9.5)],
+            draft_steps_timed: 2000,
+            draft_steps_catching_up: 40,
+            ..ControllerSummary::default()
+        });
+        let md = r.markdown();
+        let row = md.lines().find(|l| l.contains("| 900 | 12 |")).expect("controller row");
+        assert!(row.starts_with("| vpd-lanes | 2 |"), "{row}");
+        assert!(row.contains("1: 0.80, 64: 1.25") && row.contains("256: 9.50") && row.contains("2000 / 40"), "{row}");
     }
 
     #[test]

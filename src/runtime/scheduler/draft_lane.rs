@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use vpd_sampling::SamplingParams;
 
 use crate::error::Result;
-use crate::spec::{DraftQuery, Drafter, Proposal};
+use crate::spec::{DraftQuery, DraftStep, Drafter, Proposal};
 
 /// One request's draft job.
 pub(crate) struct DraftJob {
@@ -52,6 +52,8 @@ pub(crate) struct Drafted {
     pub secs: f64,
     /// The longest draft asked for, i.e. the number of draft steps the batch took.
     pub steps: usize,
+    /// The drafter's own timing of each forward, where it reports one.
+    pub step_times: Vec<DraftStep>,
 }
 
 pub(crate) enum LaneEvent {
@@ -150,6 +152,7 @@ pub(crate) fn run(drafter: &mut dyn Drafter, rx: &Receiver<DraftMsg>, tx: &Sende
                 jobs: cancelled.into_iter().map(|j| (j.id, j.epoch)).collect(),
                 secs: 0.0,
                 steps: 0,
+                step_times: Vec::new(),
             });
         }
         if !ready.is_empty() {
@@ -190,6 +193,7 @@ fn propose(drafter: &mut dyn Drafter, jobs: Vec<DraftJob>) -> Drafted {
         result,
         secs,
         steps,
+        step_times: drafter.last_steps().to_vec(),
     }
 }
 

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use vpd_sched::{LaneLoad, RequestState};
+use vpd_bench::metrics::ControllerSummary;
+use vpd_sched::{Controller, LaneLoad, RequestState};
 
 use super::draft_lane::{DraftJob, DraftMsg, LaneEvent};
 use super::{internal, Runtime, Work};
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::spec::{DraftQuery, Proposal};
+use crate::spec::{DraftQuery, DraftStep, Proposal};
 
 /// Prefill tokens that will share the next verify forward, the controller's `B` beside the
 /// queued verify groups. The controller only runs under the three-lane policies, where a chunk
@@ -26,6 +27,64 @@ pub(super) fn prefill_tokens_in_verify(waiting_tokens: usize, prefill_ride: usiz
     waiting_tokens.min(prefill_ride)
 }
 
+/// Running sums of what the controller was shown, for [`ControllerSummary`].
+#[derive(Debug, Default)]
+pub(super) struct ControllerTally {
+    decisions: u64,
+    requests: f64,
+    busy: f64,
+    background: f64,
+    draft_steps_timed: u64,
+    draft_steps_catching_up: u64,
+}
+
+impl ControllerTally {
+    fn note_load(&mut self, load: &LaneLoad, requests: usize) {
+        self.decisions += 1;
+        self.requests += requests as f64;
+        self.busy += if load.verify_busy.is_finite() { load.verify_busy } else { 0.0 };
+        self.background += f64::from(load.verify_queue_tokens) + f64::from(load.prefill_chunk_tokens);
+    }
+
+    /// The summary of a run: these sums with the controller's counters and fitted costs.
+    pub(super) fn summary(&self, c: &Controller) -> ControllerSummary {
+        let stats = c.stats();
+        let mean = |sum: f64| if self.decisions > 0 { sum / self.decisions as f64 } else { 0.0 };
+        let cost = c.cost_model();
+        ControllerSummary {
+            decisions: stats.steps,
+            l_changes: stats.l_changes,
+            probes: stats.probes,
+            refreshes: stats.refreshes,
+            mean_requests: mean(self.requests),
+            mean_verify_busy: mean(self.busy),
+            mean_background_tokens: mean(self.background),
+            draft_step_ms: [1, 16, 64, 128].map(|b| (b, 1e3 * cost.draft_step_s(b))).to_vec(),
+            verify_ms: [16, 64, 128, 256, 512].map(|t| (t, 1e3 * cost.verify_s(t as f64))).to_vec(),
+            ridge_tokens: cost.verify_fit().ridge_tokens,
+            draft_steps_timed: self.draft_steps_timed,
+            draft_steps_catching_up: self.draft_steps_catching_up,
+            predicted_goodput: stats.predicted_goodput,
+        }
+    }
+}
+
+/// The `(batch, seconds)` samples of one draft step that a propose call gives the cost model,
+/// and how many of its forwards were left out. With the drafter's own timing, each steady
+/// forward is one sample and one that carried a catch-up prefill is left out
+/// ([`DraftStep::is_steady`]): charged as a step, a catch-up would make drafting look dearer
+/// the less a request drafts, and less drafting means bigger catch-ups. Without timing (a
+/// drafter that runs no forwards), the call's `secs` over its `steps` sequential steps.
+pub(super) fn draft_step_samples(batch: usize, secs: f64, steps: usize, timed: &[DraftStep]) -> (Vec<(usize, f64)>, u64) {
+    if timed.is_empty() {
+        let samples = if steps > 0 { vec![(batch, secs / steps as f64)] } else { Vec::new() };
+        return (samples, 0);
+    }
+    let samples: Vec<(usize, f64)> = timed.iter().filter(|s| s.is_steady()).map(|s| (s.seqs, s.secs)).collect();
+    let left_out = (timed.len() - samples.len()) as u64;
+    (samples, left_out)
+}
+
 impl<B: Backend> Runtime<'_, '_, B> {
     /// Drafts for `ids` (all in state Drafting). Returns the work for one target step:
     /// `Verify` for each non-empty draft and `Decode` for each request without one. With
@@ -36,6 +95,9 @@ impl<B: Backend> Runtime<'_, '_, B> {
             prefill_chunk_tokens: prefill_tokens_in_verify(self.waiting_tokens(), self.cfg.prefill_ride) as u32,
             verify_busy: self.target_busy.fraction(self.now_s()),
         };
+        if let Some(c) = &self.controller {
+            self.tally.note_load(&load, c.len());
+        }
         let want: HashMap<usize, usize> = match &mut self.controller {
             Some(c) => c
                 .decide(&load)
@@ -144,18 +206,22 @@ impl<B: Backend> Runtime<'_, '_, B> {
         let t0 = Instant::now();
         let result = drafter.propose(&queries);
         let dt = t0.elapsed().as_secs_f64();
-        self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0));
+        let timed = drafter.last_steps().to_vec();
+        self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0), &timed);
         result
     }
 
-    /// Tells the controller what drafting `batch` requests cost: `secs` for `steps` sequential
-    /// draft steps (a chain of L tokens takes L), while its cost model wants one step, measured
-    /// under the target's current load (the controller stores it as a solo time).
-    fn observe_drafting(&mut self, batch: usize, secs: f64, steps: usize) {
+    /// Tells the controller what a draft step costs, measured under the target's current load
+    /// (the controller stores it as a solo time); see [`draft_step_samples`].
+    fn observe_drafting(&mut self, batch: usize, secs: f64, steps: usize, timed: &[DraftStep]) {
         let busy = self.target_busy.fraction(self.now_s());
-        if let (Some(c), true) = (&mut self.controller, steps > 0) {
-            c.observe_loaded_draft_step(batch, secs / steps as f64, busy);
+        let Some(c) = &mut self.controller else { return };
+        let (samples, catching_up) = draft_step_samples(batch, secs, steps, timed);
+        for &(seqs, step_s) in &samples {
+            c.observe_loaded_draft_step(seqs, step_s, busy);
         }
+        self.tally.draft_steps_timed += samples.len() as u64;
+        self.tally.draft_steps_catching_up += catching_up;
     }
 
     /// Sends draft jobs for `ids` to the decode lane's thread.
@@ -226,7 +292,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             self.drafts_in_flight -= done.jobs.len();
             if done.steps > 0 {
                 self.out.lane_steps[0] += 1;
-                self.observe_drafting(done.jobs.len(), done.secs, done.steps);
+                self.observe_drafting(done.jobs.len(), done.secs, done.steps, &done.step_times);
             }
             let proposals = done.result?;
             for ((id, epoch), p) in done.jobs.into_iter().zip(proposals) {
@@ -288,7 +354,33 @@ impl<B: Backend> Runtime<'_, '_, B> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefill_tokens_in_verify;
+    use super::{draft_step_samples, prefill_tokens_in_verify};
+    use crate::spec::DraftStep;
+
+    #[test]
+    fn catch_up_forwards_do_not_feed_the_draft_step_cost() {
+        // A propose of L = 3 for 8 sequences whose first forward caught up 300 prompt tokens.
+        let step = |tokens, secs| DraftStep { seqs: 8, tokens, secs };
+        let timed = [step(300, 0.050), step(8, 0.002), step(8, 0.002)];
+        let (samples, left_out) = draft_step_samples(8, 0.054, 3, &timed);
+        assert_eq!(samples, vec![(8, 0.002), (8, 0.002)]);
+        assert_eq!(left_out, 1);
+        // The steady first step catches up two tokens a sequence at most (newest + bonus).
+        let (samples, left_out) = draft_step_samples(8, 0.004, 1, &[step(16, 0.004)]);
+        assert_eq!((samples, left_out), (vec![(8, 0.004)], 0));
+        // An L = 1 probe after a run of L = 0 steps is all catch-up: no sample, where the
+        // whole call's time would have made one step look 25 times dearer.
+        let (samples, left_out) = draft_step_samples(8, 0.050, 1, &[step(300, 0.050)]);
+        assert!(samples.is_empty());
+        assert_eq!(left_out, 1);
+    }
+
+    #[test]
+    fn a_drafter_without_forwards_is_timed_per_call() {
+        assert_eq!(draft_step_samples(4, 0.006, 3, &[]), (vec![(4, 0.002)], 0));
+        assert_eq!(draft_step_samples(4, 0.006, 0, &[]), (Vec::new(), 0));
+        assert!(!DraftStep { seqs: 0, tokens: 0, secs: 0.0 }.is_steady());
+    }
 
     #[test]
     fn only_chunks_that_ride_in_the_verify_forward_count_as_its_tokens() {
