@@ -7,7 +7,8 @@
 # tested, and where a fixed-L baseline's TPOT tail grows with the rate.
 # Here:   VPD_STAGE_BIG=1 bash tools/gpu-sweep.sh --stage, then the device tool with
 #         carry [".device"] (or a packed archive of it) and command `bash tools/gpu-load.sh`.
-# There:  $OUT/load.txt (the tables) and $OUT/load/bench.json.
+# There:  $OUT/ceiling.txt (copy and GEMM rates of this call), $OUT/load.txt (the tables) and
+#         $OUT/load/bench.json.
 set -uo pipefail
 OUT=${OUT:-/tmp/vpd-load}
 export VPD_DATASET=${VPD_DATASET:-.device/sharegpt-4000.json}
@@ -15,4 +16,6 @@ export VPD_PROMPTS=${VPD_PROMPTS:-600}
 export VPD_RATES=${VPD_RATES:-20,40,80}
 export VPD_MAX_RUNNING=${VPD_MAX_RUNNING:-128}
 export VPD_TAG=${VPD_TAG:-load}
+mkdir -p "$OUT"
+python3 "$(dirname "$0")/gpu-ceiling.py" 2>&1 | tee "$OUT/ceiling.txt"
 OUT=$OUT bash "$(dirname "$0")/gpu-sweep.sh"
