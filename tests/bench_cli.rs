@@ -33,6 +33,14 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
         assert_eq!(s["completed"], 6, "{r}");
         let spec = r["policy"] != "nospec";
         assert_eq!(s["acceptance"].is_object(), spec, "{r}");
+        // The serving thread's time adds up to its wall time, and every run ran forwards.
+        let t = &s["serving_loop"];
+        let part = |k: &str| t[k].as_f64().unwrap();
+        assert!(t["forwards"].as_u64().unwrap() > 0, "{r}");
+        let parts = ["target_forward_s", "draft_in_thread_s", "lane_wait_s", "idle_s", "host_s"].map(part);
+        assert!(parts.iter().all(|&x| x >= 0.0), "{t}");
+        // The host share is the rest of the wall time.
+        assert!((parts.iter().sum::<f64>() - part("wall_s")).abs() < 1e-6, "{t}");
         // The controller's view comes with adaptive runs only.
         let adaptive = r["policy"] == "three-lane-adaptive";
         assert_eq!(s["controller"].is_object(), adaptive, "{r}");

@@ -282,6 +282,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
             summary.l_histogram = out.metrics.l_histogram.clone();
             summary.controller = out.controller.clone();
+            summary.serving_loop = Some(out.loop_time);
             // `suspend`, not `println`: a hidden bar (stderr not a terminal) drops `println`.
             bar.suspend(|| {
                 eprintln!(
@@ -292,6 +293,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     summary.tpot_ms.p99,
                     summary.output_throughput,
                     out.metrics.preemptions
+                );
+                let t = &out.loop_time;
+                let ms_per = |s: f64| 1e3 * s / t.forwards.max(1) as f64;
+                eprintln!(
+                    "{:>20}   serving thread over {:.1} s: target forwards {:.1} s, drafting {:.1} s (+{:.1} s on the lane), \
+                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward)",
+                    "",
+                    t.wall_s,
+                    t.target_forward_s,
+                    t.draft_in_thread_s,
+                    t.draft_on_lane_s,
+                    t.lane_wait_s,
+                    t.idle_s,
+                    t.host_s,
+                    ms_per(t.host_s)
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {

@@ -60,7 +60,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vpd_bench::metrics::{ControllerSummary, RequestRecord};
+use vpd_bench::metrics::{ControllerSummary, LoopTime, RequestRecord};
 use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_sched::{ControllerConfig, CostPrior, StarvationBounds};
 
@@ -262,6 +262,8 @@ pub struct RunOutput {
     pub duration_s: f64,
     /// The controller's view of the run (`three-lane-adaptive`).
     pub controller: Option<ControllerSummary>,
+    /// Where the serving thread's time went.
+    pub loop_time: LoopTime,
 }
 
 /// Runs `requests` through a fresh serving loop: a client thread sends request `i` at

@@ -275,7 +275,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             }
             if self.drafts_in_flight > 0 || !self.chunk_out.is_empty() {
                 // Everything runnable is out on a lane thread: wait for an answer.
-                if let Err(e) = self.wait_for_lanes(Duration::from_millis(50)) {
+                let t0 = Instant::now();
+                let waited = self.wait_for_lanes(Duration::from_millis(50));
+                self.out.loop_time.lane_wait_s += t0.elapsed().as_secs_f64();
+                if let Err(e) = waited {
                     if self.shared.is_none() {
                         return Err(e);
                     }
@@ -300,7 +303,10 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 break;
             }
             // Idle: wait for the next arrival (waking now and then to see the service's flags).
-            match rx.recv_timeout(Duration::from_millis(50)) {
+            let t0 = Instant::now();
+            let next = rx.recv_timeout(Duration::from_millis(50));
+            self.out.loop_time.idle_s += t0.elapsed().as_secs_f64();
+            match next {
                 Ok(s) => self.admit(s)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closed = true,
@@ -310,6 +316,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let mut out = std::mem::take(&mut self.out);
         out.duration_s = self.now_s();
         out.metrics = self.snapshot();
+        let t = &mut out.loop_time;
+        t.wall_s = start.elapsed().as_secs_f64();
+        t.host_s = (t.wall_s - t.target_forward_s - t.draft_in_thread_s - t.lane_wait_s - t.idle_s).max(0.0);
         out.controller = self.controller.as_ref().map(|c| self.tally.summary(c));
         for r in self.reqs.take_all() {
             let result = match (&r.error, r.finish) {
@@ -595,6 +604,8 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             forward_picks(backend, &plan, layers, &picks, want_logits)?
         };
         let dt = t0.elapsed().as_secs_f64();
+        self.out.loop_time.target_forward_s += dt;
+        self.out.loop_time.forwards += 1;
         let now = self.now_s();
         self.target_busy.record(now, dt);
         if let (Some(c), false) = (&mut self.controller, has_prefill) {

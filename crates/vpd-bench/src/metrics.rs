@@ -247,6 +247,28 @@ pub struct ControllerSummary {
     pub predicted_goodput: f64,
 }
 
+/// Where the serving thread's wall time went over a run, in seconds. Drafting on the decode
+/// lane's thread overlaps the serving thread (which then waits in `lane_wait_s` or runs
+/// other forwards); drafting in the serving thread (single-lane) does not.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct LoopTime {
+    pub wall_s: f64,
+    /// Target forwards run by the serving thread.
+    pub forwards: u64,
+    /// Their time (decode, verify, riding prefill chunks).
+    pub target_forward_s: f64,
+    /// Draft forwards run by the serving thread itself.
+    pub draft_in_thread_s: f64,
+    /// Draft batches on the decode lane's thread (overlapping the serving thread).
+    pub draft_on_lane_s: f64,
+    /// Blocked on a lane thread's answer (drafts or a prefill chunk).
+    pub lane_wait_s: f64,
+    /// Waiting for an arrival with nothing in flight.
+    pub idle_s: f64,
+    /// The rest: planning, sampling bookkeeping, commits, streaming.
+    pub host_s: f64,
+}
+
 /// Everything one benchmark run reports.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Summary {
@@ -271,6 +293,9 @@ pub struct Summary {
     /// The controller's view, for `three-lane-adaptive` runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerSummary>,
+    /// Where the serving thread's time went (in-process runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving_loop: Option<LoopTime>,
 }
 
 /// Invalid input to [`summarize`].

@@ -206,6 +206,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
         let t0 = Instant::now();
         let result = drafter.propose(&queries);
         let dt = t0.elapsed().as_secs_f64();
+        self.out.loop_time.draft_in_thread_s += dt;
         let timed = drafter.last_steps().to_vec();
         self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0), &timed);
         result
@@ -292,6 +293,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             self.drafts_in_flight -= done.jobs.len();
             if done.steps > 0 {
                 self.out.lane_steps[0] += 1;
+                self.out.loop_time.draft_on_lane_s += done.secs;
                 self.observe_drafting(done.jobs.len(), done.secs, done.steps, &done.step_times);
             }
             let proposals = done.result?;
