@@ -609,7 +609,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let now = self.now_s();
         self.target_busy.record(now, dt);
         if let (Some(c), false) = (&mut self.controller, has_prefill) {
-            c.observe_verify_step(plan.num_tokens(), dt);
+            c.observe_verify_step(plan.num_tokens(), plan.seqs.len(), dt);
         }
         for (lane, used) in [has_decode, has_verify, has_prefill]
             .into_iter()

@@ -236,9 +236,13 @@ pub struct ControllerSummary {
     pub mean_background_tokens: f64,
     /// The fitted solo draft step at the end of the run, `[batch, ms]`.
     pub draft_step_ms: Vec<(usize, f64)>,
-    /// The fitted verify forward at the end of the run, `[tokens, ms]`, and its ridge.
-    pub verify_ms: Vec<(usize, f64)>,
+    /// The fitted verify forward at the end of the run: `base + per_token·T +
+    /// above_ridge·max(0, T − ridge) + per_seq·S` for T tokens of S sequences.
+    pub verify_base_ms: f64,
+    pub verify_per_token_us: f64,
+    pub verify_above_ridge_us: f64,
     pub ridge_tokens: f64,
+    pub verify_per_seq_us: f64,
     /// Draft forwards that fed the cost model, and those left out because they carried a
     /// catch-up prefill (a new prompt, a resume from L = 0).
     pub draft_steps_timed: u64,

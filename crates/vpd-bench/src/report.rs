@@ -147,7 +147,7 @@ impl Report {
             "\nController: fitted solo costs at the end of the run; steps = draft forwards timed \
              (left out: those carrying a catch-up prefill).\n\n\
              | policy | rate (req/s) | decisions | L changes | probes | mean requests | mean verify busy \
-             | draft step ms (batch: ms) | verify ms (tokens: ms) | steps timed / left out |\n\
+             | draft step ms (batch: ms) | verify: ms + µs/token (+ above ridge) + µs/seq | steps timed / left out |\n\
              |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for (r, c) in runs {
@@ -161,7 +161,10 @@ impl Report {
                 c.mean_requests,
                 c.mean_verify_busy,
                 pairs(&c.draft_step_ms),
-                pairs(&c.verify_ms),
+                format!(
+                    "{:.2} + {:.1} (+{:.1} above {}) + {:.1}",
+                    c.verify_base_ms, c.verify_per_token_us, c.verify_above_ridge_us, c.ridge_tokens, c.verify_per_seq_us
+                ),
                 c.draft_steps_timed,
                 c.draft_steps_catching_up
             ));
@@ -354,7 +357,10 @@ mod tests {
             decisions: 900,
             l_changes: 12,
             draft_step_ms: vec![(1, 0.8), (64, 1.25)],
-            verify_ms: vec![(256, 9.5)],
+            verify_base_ms: 5.5,
+            verify_per_token_us: 4.0,
+            ridge_tokens: 128.0,
+            verify_per_seq_us: 60.0,
             draft_steps_timed: 2000,
             draft_steps_catching_up: 40,
             ..ControllerSummary::default()
@@ -362,7 +368,7 @@ mod tests {
         let md = r.markdown();
         let row = md.lines().find(|l| l.contains("| 900 | 12 |")).expect("controller row");
         assert!(row.starts_with("| vpd-lanes | 2 |"), "{row}");
-        assert!(row.contains("1: 0.80, 64: 1.25") && row.contains("256: 9.50") && row.contains("2000 / 40"), "{row}");
+        assert!(row.contains("1: 0.80, 64: 1.25") && row.contains("5.50 + 4.0 (+0.0 above 128) + 60.0") && row.contains("2000 / 40"), "{row}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn controller(c: &mut Criterion) {
                 for id in 0..n {
                     ctl.observe_acceptance(id, 4, (k.wrapping_add(id as u8)) % 5).unwrap();
                 }
-                ctl.observe_verify_step(n as usize * 3, 7e-3);
+                ctl.observe_verify_step(n as usize * 3, n as usize, 7e-3);
                 std::hint::black_box(ctl.decide(&load).len())
             })
         });

@@ -171,18 +171,22 @@ struct Eval<'a> {
     cost: &'a CostModel,
     tiers: &'a [u8],
     bg: f64,
-    /// v(0) − v(B): takes B's own verify time out of the charge.
+    /// Sequences in the verify forward: every tracked request, whatever its L (an L = 0
+    /// step rides in it too), so their per-sequence cost is the same for every assignment.
+    seqs: f64,
+    /// v(0, S) − v(B, S): takes B's own verify time out of the charge.
     bg_credit: f64,
     kappa: f64,
 }
 
 impl<'a> Eval<'a> {
-    fn new(cost: &'a CostModel, tiers: &'a [u8], bg: f64, kappa: f64) -> Self {
+    fn new(cost: &'a CostModel, tiers: &'a [u8], bg: f64, seqs: f64, kappa: f64) -> Self {
         Self {
             cost,
             tiers,
             bg,
-            bg_credit: cost.verify_s(0.0) - cost.verify_s(bg),
+            seqs,
+            bg_credit: cost.verify_s(0.0, seqs) - cost.verify_s(bg, seqs),
             kappa,
         }
     }
@@ -198,7 +202,7 @@ impl Eval<'_> {
                 draft += f64::from(self.tiers[j] - self.tiers[j - 1]) * self.cost.draft_step_s(ge);
             }
         }
-        self.kappa * draft + self.cost.verify_s(a.vtok + self.bg) + self.bg_credit
+        self.kappa * draft + self.cost.verify_s(a.vtok + self.bg, self.seqs) + self.bg_credit
     }
 
     fn goodput(&self, a: &Agg) -> f64 {
@@ -358,9 +362,10 @@ impl Controller {
         self.observe_draft_step(batch, seconds / (1.0 + self.cfg.interference * busy))
     }
 
-    /// Records a measured verify forward; returns whether it was used.
-    pub fn observe_verify_step(&mut self, tokens: usize, seconds: f64) -> bool {
-        let ok = self.cost.observe_verify(tokens, seconds);
+    /// Records a measured verify forward over `tokens` tokens of `seqs` sequences; returns
+    /// whether it was used.
+    pub fn observe_verify_step(&mut self, tokens: usize, seqs: usize, seconds: f64) -> bool {
+        let ok = self.cost.observe_verify(tokens, seqs, seconds);
         self.stats.rejected_inputs += u64::from(!ok);
         ok
     }
@@ -381,7 +386,7 @@ impl Controller {
             0.0
         };
         let bg = f64::from(load.verify_queue_tokens) + f64::from(load.prefill_chunk_tokens);
-        let eval = Eval::new(&self.cost, &self.tiers, bg, 1.0 + self.cfg.interference * busy);
+        let eval = Eval::new(&self.cost, &self.tiers, bg, n as f64, 1.0 + self.cfg.interference * busy);
 
         // E(α_r, tier) for every request and tier, by running powers (exact at α = 1).
         self.e.clear();

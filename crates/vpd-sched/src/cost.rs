@@ -1,15 +1,24 @@
 //! Online step-cost model for the controller (ALGORITHMS.md, "Choosing L under load").
 //!
 //! - Draft step time is linear in the batch size: `d(b) = d0 + d1·b`.
-//! - Verify time over T tokens has a compute ridge R: nearly flat below it (memory-bound,
-//!   the weights are read once), linear above it (compute-bound):
-//!   `v(T) = v0 + v1·T + v2·max(0, T − R)`.
+//! - Verify time over T tokens of S sequences has a compute ridge R: nearly flat below it
+//!   (memory-bound, the weights are read once), linear above it (compute-bound), plus a cost
+//!   per sequence (its K/V context read by attention, its rows of bookkeeping):
+//!   `v(T, S) = v0 + v1·T + v2·max(0, T − R) + v3·S`.
+//!   Without the S term, forwards measured at small L (T ≈ 1.5·S under load) put the
+//!   per-sequence cost into the per-token slope, and longer drafts look twice as dear as they
+//!   are (docs/perf.md, "High load", 2026-12-05).
 //!
 //! Both are fitted online by weighted least squares over exponentially forgotten normal
 //! equations (forgetting factor [`FORGET`] per sample, so the model follows a drifting
-//! device), with the prior's curve as a few light pseudo-samples so the fit is defined before
-//! any data and stays sane where no data falls. R is chosen from a fixed grid of candidates
-//! plus the prior's ridge, by least residual. Robustness: non-finite or non-positive samples
+//! device). The draft fit takes the prior's line as a few light pseudo-samples. The verify fit
+//! pulls each coefficient toward the prior's on its own (ridge regression, Tikhonov): a
+//! pseudo-sample at a thousand tokens and sequences would outweigh the data, by its leverage,
+//! in the one direction that tells the per-token and per-sequence costs apart, where the
+//! data's information is small (T/S varies only with the L mix); a separate pull keeps the
+//! prior only where the data says nothing (above a ridge no forward reached; the split when
+//! every forward has the same S). R is chosen from a fixed grid of candidates plus the
+//! prior's ridge, by least residual, the prior's first so that it wins ties. Robustness: non-finite or non-positive samples
 //! are ignored, and once a fit has data, a sample is clipped to [¼, 4]× the prediction, so one
 //! stall cannot wreck it while a real change of cost still gets through in a few samples.
 //! Coefficients are clamped non-negative.
@@ -29,12 +38,15 @@ pub struct CostPrior {
     pub verify_per_token_above_ridge_s: f64,
     /// `R`: the compute ridge, in tokens.
     pub ridge_tokens: f64,
+    /// `v3`: verify time per sequence in the forward, whatever its tokens.
+    pub verify_per_seq_s: f64,
 }
 
 impl Default for CostPrior {
     /// Llama-3-8B target and a 1B draft on an H100, from ALGORITHMS.md: a 1B draft step at
     /// batch 8 took 1.13 ms; the 8B verify reads 15 GB (≈ 5.5 ms at an achieved 2.7 TB/s);
-    /// above the ridge (≈ 260 tokens) each token costs ≈ 16 GFLOP ÷ 790 TFLOP/s ≈ 20 µs.
+    /// above the ridge (≈ 260 tokens) each token costs ≈ 16 GFLOP ÷ 790 TFLOP/s ≈ 20 µs; a
+    /// sequence's K/V, a few hundred positions at 128 KiB each, reads in ≈ 10 µs.
     fn default() -> Self {
         Self {
             draft_base_s: 1.0e-3,
@@ -43,6 +55,7 @@ impl Default for CostPrior {
             verify_per_token_s: 2e-6,
             verify_per_token_above_ridge_s: 20e-6,
             ridge_tokens: 260.0,
+            verify_per_seq_s: 10e-6,
         }
     }
 }
@@ -60,6 +73,9 @@ pub struct CostPriorError {
 pub const FORGET: f64 = 0.97;
 /// Weight of each prior pseudo-sample.
 const PRIOR_WEIGHT: f64 = 0.05;
+/// Pull of each verify coefficient toward the prior's: the information of this many samples
+/// at the prior ridge's scale (one sequence per three tokens for the per-sequence term).
+const VERIFY_PRIOR_PULL: f64 = 0.01;
 /// Samples before outlier clipping starts.
 const CLIP_AFTER: u32 = 4;
 const RIDGE_GRID: [f64; 9] = [32.0, 64.0, 128.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0];
@@ -112,14 +128,20 @@ impl<const N: usize> Normal<N> {
     /// Solves (XᵀX + εI)θ = Xᵀy + εθ₀ by Gaussian elimination with partial pivoting; the
     /// small ε pulls an unidentified coefficient to its prior instead of to infinity.
     /// Returns θ and the residual sum of squares.
-    #[allow(clippy::needless_range_loop)] // index form mirrors the textbook elimination
     fn solve(&self, prior: &[f64; N]) -> ([f64; N], f64) {
+        self.solve_toward(prior, &[0.0; N])
+    }
+
+    /// [`Self::solve`] with an extra pull `pull[i]` of coefficient i toward `prior[i]`
+    /// (XᵀX + diag(ε + pull)); the residual is the data's alone.
+    #[allow(clippy::needless_range_loop)] // index form mirrors the textbook elimination
+    fn solve_toward(&self, prior: &[f64; N], pull: &[f64; N]) -> ([f64; N], f64) {
         const EPS: f64 = 1e-9;
         let mut a = self.xtx;
         let mut b = self.xty;
         for i in 0..N {
-            a[i][i] += EPS;
-            b[i] += EPS * prior[i];
+            a[i][i] += EPS + pull[i];
+            b[i] += (EPS + pull[i]) * prior[i];
         }
         for col in 0..N {
             let piv = (col..N)
@@ -155,8 +177,13 @@ impl<const N: usize> Normal<N> {
     }
 }
 
-fn verify_x(tokens: f64, ridge: f64) -> [f64; 3] {
-    [1.0, tokens * TOKEN_SCALE, (tokens - ridge).max(0.0) * TOKEN_SCALE]
+fn verify_x(tokens: f64, seqs: f64, ridge: f64) -> [f64; 4] {
+    [
+        1.0,
+        tokens * TOKEN_SCALE,
+        (tokens - ridge).max(0.0) * TOKEN_SCALE,
+        seqs * TOKEN_SCALE,
+    ]
 }
 
 fn draft_x(batch: f64) -> [f64; 2] {
@@ -170,6 +197,7 @@ pub struct VerifyFit {
     pub per_token_s: f64,
     pub per_token_above_ridge_s: f64,
     pub ridge_tokens: f64,
+    pub per_seq_s: f64,
 }
 
 /// Online draft and verify step-cost model.
@@ -179,8 +207,8 @@ pub struct CostModel {
     draft_data: Normal<2>,
     draft_prior: Normal<2>,
     ridges: Vec<f64>,
-    verify_data: Vec<Normal<3>>,
-    verify_prior: Vec<Normal<3>>,
+    verify_data: Vec<Normal<4>>,
+    verify_pull: [f64; 4],
     draft_fit: [f64; 2],
     verify_fit: VerifyFit,
     draft_samples: u32,
@@ -200,6 +228,7 @@ impl CostModel {
             ("verify_base_s", prior.verify_base_s),
             ("verify_per_token_s", prior.verify_per_token_s),
             ("verify_per_token_above_ridge_s", prior.verify_per_token_above_ridge_s),
+            ("verify_per_seq_s", prior.verify_per_seq_s),
         ];
         for (field, value) in fields {
             if !value.is_finite() || value < 0.0 {
@@ -224,26 +253,12 @@ impl CostModel {
                 value: 0.0,
             });
         }
-        let mut ridges: Vec<f64> = RIDGE_GRID.to_vec();
-        if !ridges.contains(&prior.ridge_tokens) {
-            ridges.push(prior.ridge_tokens);
-        }
-        let prior_v = |t: f64| {
-            prior.verify_base_s
-                + prior.verify_per_token_s * t
-                + prior.verify_per_token_above_ridge_s * (t - prior.ridge_tokens).max(0.0)
-        };
-        let r0 = prior.ridge_tokens;
-        let verify_prior = ridges
-            .iter()
-            .map(|&r| {
-                let mut n = Normal::ZERO;
-                for t in [1.0, 0.5 * r0, r0, 2.0 * r0, 4.0 * r0] {
-                    n.add(&verify_x(t, r), prior_v(t), PRIOR_WEIGHT);
-                }
-                n
-            })
-            .collect();
+        // The prior's ridge first: with no data above or near any ridge, every candidate
+        // fits equally and the first one stays.
+        let mut ridges = vec![prior.ridge_tokens];
+        ridges.extend(RIDGE_GRID.iter().filter(|&&r| r != prior.ridge_tokens));
+        let scale = prior.ridge_tokens * TOKEN_SCALE;
+        let verify_pull = [1.0, scale * scale, scale * scale, scale * scale / 9.0].map(|x| VERIFY_PRIOR_PULL * x);
         let mut draft_prior = Normal::ZERO;
         for b in [1.0, 16.0, 64.0, 256.0] {
             draft_prior.add(
@@ -259,13 +274,14 @@ impl CostModel {
             draft_prior,
             ridges,
             verify_data,
-            verify_prior,
+            verify_pull,
             draft_fit: [prior.draft_base_s, prior.draft_per_seq_s / TOKEN_SCALE],
             verify_fit: VerifyFit {
                 base_s: prior.verify_base_s,
                 per_token_s: prior.verify_per_token_s,
                 per_token_above_ridge_s: prior.verify_per_token_above_ridge_s,
                 ridge_tokens: prior.ridge_tokens,
+                per_seq_s: prior.verify_per_seq_s,
             },
             draft_samples: 0,
             verify_samples: 0,
@@ -292,18 +308,19 @@ impl CostModel {
         true
     }
 
-    /// Records one verify forward over `tokens` tokens that took `seconds`. Returns whether
-    /// the sample was used.
-    pub fn observe_verify(&mut self, tokens: usize, seconds: f64) -> bool {
-        if tokens == 0 || !seconds.is_finite() || seconds <= 0.0 {
+    /// Records one verify forward over `tokens` tokens of `seqs` sequences that took
+    /// `seconds`. Returns whether the sample was used (not with no tokens, no sequence, more
+    /// sequences than tokens, or a non-finite or non-positive time).
+    pub fn observe_verify(&mut self, tokens: usize, seqs: usize, seconds: f64) -> bool {
+        if tokens == 0 || seqs == 0 || seqs > tokens || !seconds.is_finite() || seconds <= 0.0 {
             self.rejected += 1;
             return false;
         }
-        let t = tokens as f64;
-        let y = self.clip(seconds, self.verify_s(t), self.verify_samples);
+        let (t, s) = (tokens as f64, seqs as f64);
+        let y = self.clip(seconds, self.verify_s(t, s), self.verify_samples);
         for (n, &r) in self.verify_data.iter_mut().zip(&self.ridges) {
             n.scale(FORGET);
-            n.add(&verify_x(t, r), y, 1.0);
+            n.add(&verify_x(t, s, r), y, 1.0);
         }
         self.verify_samples = self.verify_samples.saturating_add(1);
         self.refit_verify();
@@ -332,13 +349,15 @@ impl CostModel {
                 p.verify_base_s,
                 p.verify_per_token_s / TOKEN_SCALE,
                 p.verify_per_token_above_ridge_s / TOKEN_SCALE,
+                p.verify_per_seq_s / TOKEN_SCALE,
             ];
-            let (th, sse) = self.verify_data[i].plus(&self.verify_prior[i]).solve(&th0);
+            let (th, sse) = self.verify_data[i].solve_toward(&th0, &self.verify_pull);
             let fit = VerifyFit {
                 base_s: th[0].max(0.0),
                 per_token_s: (th[1] * TOKEN_SCALE).max(0.0),
                 per_token_above_ridge_s: (th[2] * TOKEN_SCALE).max(0.0),
                 ridge_tokens: r,
+                per_seq_s: (th[3] * TOKEN_SCALE).max(0.0),
             };
             // A candidate must be strictly better to replace the one before: ties (no data
             // near either ridge) keep the earlier, and before any data the prior's own ridge
@@ -365,10 +384,13 @@ impl CostModel {
         self.draft_fit[1] * TOKEN_SCALE
     }
 
-    /// Predicted time of one verify forward over `tokens` tokens.
-    pub fn verify_s(&self, tokens: f64) -> f64 {
+    /// Predicted time of one verify forward over `tokens` tokens of `seqs` sequences.
+    pub fn verify_s(&self, tokens: f64, seqs: f64) -> f64 {
         let f = &self.verify_fit;
-        f.base_s + f.per_token_s * tokens + f.per_token_above_ridge_s * (tokens - f.ridge_tokens).max(0.0)
+        f.base_s
+            + f.per_token_s * tokens
+            + f.per_token_above_ridge_s * (tokens - f.ridge_tokens).max(0.0)
+            + f.per_seq_s * seqs
     }
 
     /// Marginal verify time per token at `tokens` (the slope of the curve there).
@@ -410,8 +432,8 @@ mod tests {
         let p = CostPrior::default();
         let m = CostModel::new(p).unwrap();
         assert!(close(m.draft_step_s(8), 1.0e-3 + 8.0 * 15e-6, 1e-3));
-        assert!(close(m.verify_s(100.0), 5.5e-3 + 100.0 * 2e-6, 1e-3));
-        assert!(close(m.verify_s(1260.0), 5.5e-3 + 1260.0 * 2e-6 + 1000.0 * 20e-6, 1e-3));
+        assert!(close(m.verify_s(100.0, 20.0), 5.5e-3 + 100.0 * 2e-6 + 20.0 * 10e-6, 1e-3));
+        assert!(close(m.verify_s(1260.0, 252.0), 5.5e-3 + 1260.0 * 2e-6 + 1000.0 * 20e-6 + 252.0 * 10e-6, 1e-3));
         assert_eq!(m.draft_step_s(0), 0.0);
     }
 
@@ -421,18 +443,42 @@ mod tests {
         let truth = |t: f64| 2e-3 + 1e-6 * t + 8e-6 * (t - 512.0).max(0.0);
         for i in 0..200 {
             let t = [16, 64, 200, 400, 512, 700, 1000, 1500][i % 8];
-            assert!(m.observe_verify(t, truth(t as f64)));
+            // Sequences of 1 and 5 tokens: the sequence count itself costs nothing here.
+            let s = if i % 2 == 0 { t } else { t / 5 };
+            assert!(m.observe_verify(t, s, truth(t as f64)));
         }
         let f = m.verify_fit();
         assert_eq!(f.ridge_tokens, 512.0, "{f:?}");
         for t in [10.0, 300.0, 800.0, 1400.0] {
             assert!(
-                close(m.verify_s(t), truth(t), 0.05),
+                close(m.verify_s(t, t / 3.0), truth(t), 0.05),
                 "t={t}: {} vs {}",
-                m.verify_s(t),
+                m.verify_s(t, t / 3.0),
                 truth(t)
             );
         }
+    }
+
+    /// As measured on an H200 at 128 running requests: most forwards at L = 0–1, a per-
+    /// sequence cost (context reads) far above the per-token one below the ridge. Samples with
+    /// a few requests at longer drafts are enough to keep the two apart, and the longer draft
+    /// is priced at its per-token cost, not at the per-sequence one.
+    #[test]
+    fn per_sequence_cost_is_told_apart_from_per_token_cost() {
+        let mut m = CostModel::new(CostPrior::default()).unwrap();
+        let truth = |t: f64, s: f64| 5e-3 + 4e-6 * t + 60e-6 * s;
+        for i in 0..300 {
+            let s = [12usize, 30, 42, 57, 64][i % 5];
+            // Mostly one or two tokens a sequence; now and then a few at five.
+            let t = s + s / [1, 2, 3, 1, 2, 8][i % 6] * [0, 1, 1, 1, 2, 4][i % 6];
+            assert!(m.observe_verify(t, s, truth(t as f64, s as f64)));
+        }
+        let f = m.verify_fit();
+        assert!(close(f.per_seq_s, 60e-6, 0.1), "{f:?}");
+        assert!(close(m.verify_s(210.0, 42.0), truth(210.0, 42.0), 0.05), "{f:?}");
+        // 42 requests going from L = 1 to L = 4 cost 126 tokens at ≈ 4 µs, not at ≈ 44 µs.
+        let extra = m.verify_s(210.0, 42.0) - m.verify_s(84.0, 42.0);
+        assert!(extra < 1e-3, "{extra} s for 126 more tokens: {f:?}");
     }
 
     #[test]
@@ -454,19 +500,21 @@ mod tests {
     fn garbage_samples_are_ignored_and_stalls_are_clipped() {
         let mut m = CostModel::new(CostPrior::default()).unwrap();
         for _ in 0..20 {
-            m.observe_verify(100, 6e-3);
+            m.observe_verify(100, 50, 6e-3);
         }
-        let before = m.verify_s(100.0);
+        let before = m.verify_s(100.0, 50.0);
         for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
-            assert!(!m.observe_verify(100, bad));
+            assert!(!m.observe_verify(100, 50, bad));
             assert!(!m.observe_draft(4, bad));
         }
-        assert!(!m.observe_verify(0, 1e-3));
-        assert_eq!(m.rejected_samples(), 9);
-        assert_eq!(m.verify_s(100.0), before);
-        m.observe_verify(100, 10.0); // a 10 s stall
-        assert!(m.verify_s(100.0) < 4.0 * before, "{}", m.verify_s(100.0));
-        assert!(m.verify_s(100.0).is_finite());
+        assert!(!m.observe_verify(0, 0, 1e-3));
+        assert!(!m.observe_verify(10, 0, 1e-3), "no sequence");
+        assert!(!m.observe_verify(10, 11, 1e-3), "more sequences than tokens");
+        assert_eq!(m.rejected_samples(), 11);
+        assert_eq!(m.verify_s(100.0, 50.0), before);
+        m.observe_verify(100, 50, 10.0); // a 10 s stall
+        assert!(m.verify_s(100.0, 50.0) < 4.0 * before, "{}", m.verify_s(100.0, 50.0));
+        assert!(m.verify_s(100.0, 50.0).is_finite());
     }
 
     #[test]

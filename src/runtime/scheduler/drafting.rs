@@ -51,6 +51,7 @@ impl ControllerTally {
         let stats = c.stats();
         let mean = |sum: f64| if self.decisions > 0 { sum / self.decisions as f64 } else { 0.0 };
         let cost = c.cost_model();
+        let verify = cost.verify_fit();
         ControllerSummary {
             decisions: stats.steps,
             l_changes: stats.l_changes,
@@ -60,8 +61,11 @@ impl ControllerTally {
             mean_verify_busy: mean(self.busy),
             mean_background_tokens: mean(self.background),
             draft_step_ms: [1, 16, 64, 128].map(|b| (b, 1e3 * cost.draft_step_s(b))).to_vec(),
-            verify_ms: [16, 64, 128, 256, 512].map(|t| (t, 1e3 * cost.verify_s(t as f64))).to_vec(),
-            ridge_tokens: cost.verify_fit().ridge_tokens,
+            verify_base_ms: 1e3 * verify.base_s,
+            verify_per_token_us: 1e6 * verify.per_token_s,
+            verify_above_ridge_us: 1e6 * verify.per_token_above_ridge_s,
+            ridge_tokens: verify.ridge_tokens,
+            verify_per_seq_us: 1e6 * verify.per_seq_s,
             draft_steps_timed: self.draft_steps_timed,
             draft_steps_catching_up: self.draft_steps_catching_up,
             predicted_goodput: stats.predicted_goodput,

@@ -243,7 +243,7 @@ fn growing_verify_cost_lowers_l() {
     assert!(before > 0);
     for i in 0..200 {
         let t = [8usize, 48, 96, 160, 240, 320][i % 6];
-        c.observe_verify_step(t, 5.5e-3 + 200e-6 * t as f64);
+        c.observe_verify_step(t, t.min(48), 5.5e-3 + 200e-6 * t as f64);
         d = step(&mut c, &LaneLoad::default(), &|_| 0.8, &mut rng);
     }
     let after: u32 = d.iter().filter(|x| !x.probe).map(|x| u32::from(x.l)).sum();
@@ -303,7 +303,7 @@ fn noisy_constant_inputs_do_not_oscillate() {
         let d = step(&mut c, &load, &|id| alphas[id as usize], &mut rng);
         let toks: usize = d.iter().map(|x| x.l as usize + 1).sum();
         let noise = 1.0 + 0.2 * (rng.random::<f64>() - 0.5);
-        c.observe_verify_step(toks, (5.5e-3 + 2e-6 * toks as f64) * noise);
+        c.observe_verify_step(toks, d.len(), (5.5e-3 + 2e-6 * toks as f64) * noise);
         c.observe_draft_step(n as usize, (1e-3 + 15e-6 * n as f64) * noise);
         for x in d.iter().filter(|x| !x.probe) {
             let i = x.id as usize;
@@ -349,9 +349,9 @@ fn non_finite_inputs_are_ignored_safely() {
     let mut c = ctl(ControllerConfig::default());
     add(&mut c, 0..4);
     let base = c.decide(&LaneLoad::default()).to_vec();
-    assert!(!c.observe_verify_step(10, f64::NAN));
+    assert!(!c.observe_verify_step(10, 5, f64::NAN));
     assert!(!c.observe_draft_step(4, f64::INFINITY));
-    assert!(!c.observe_verify_step(10, -1.0));
+    assert!(!c.observe_verify_step(10, 5, -1.0));
     let d = c
         .decide(&LaneLoad {
             verify_busy: f64::NAN,
@@ -413,7 +413,7 @@ fn search_is_near_brute_force_optimum() {
         let n = rng.random_range(1..=4usize);
         let alphas: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
         let bg = [0.0, 100.0, 300.0, 900.0][rng.random_range(0..4)];
-        let eval = Eval::new(&cost, &tiers, bg, 1.0 + rng.random::<f64>());
+        let eval = Eval::new(&cost, &tiers, bg, n as f64, 1.0 + rng.random::<f64>());
         let e: Vec<f64> = alphas
             .iter()
             .flat_map(|&a| {
@@ -461,4 +461,34 @@ fn loaded_draft_times_are_stored_as_solo_times() {
     }
     // An idle verify lane (or a non-finite reading) leaves the time as measured.
     assert!(loaded.observe_loaded_draft_step(4, 2e-3, f64::NAN));
+}
+
+/// The H200 at 128 running requests (docs/perf.md, 2026-12-05): a verify forward's cost grows
+/// with its sequences (their contexts), not with the few extra tokens a longer draft adds.
+/// Told apart, the controller drafts longer than when the same forwards are charged per token.
+#[test]
+fn per_sequence_verify_cost_does_not_hold_l_down() {
+    let run = |per_seq: bool| {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut c = ctl(ControllerConfig::default());
+        let n = 42u64;
+        add(&mut c, 0..n);
+        let load = LaneLoad::default();
+        let mut d = Vec::new();
+        for _ in 0..300 {
+            d = step(&mut c, &load, &|_| 0.7, &mut rng);
+            let toks: usize = d.iter().map(|x| x.l as usize + 1).sum();
+            let secs = if per_seq {
+                5e-3 + 4e-6 * toks as f64 + 60e-6 * n as f64
+            } else {
+                5e-3 + 44e-6 * toks as f64
+            };
+            c.observe_verify_step(toks, n as usize, secs);
+            c.observe_draft_step(n as usize, 1.3e-3 + 18e-6 * n as f64);
+        }
+        d.iter().filter(|x| !x.probe).map(|x| f64::from(x.l)).sum::<f64>() / n as f64
+    };
+    let (by_seq, by_token) = (run(true), run(false));
+    assert!(by_seq >= 2.0, "mean L {by_seq} with a per-sequence cost");
+    assert!(by_seq > by_token + 0.5, "per-sequence {by_seq} vs per-token {by_token}");
 }
