@@ -360,8 +360,7 @@ impl CostModel {
                 per_seq_s: (th[3] * TOKEN_SCALE).max(0.0),
             };
             // A candidate must be strictly better to replace the one before: ties (no data
-            // near either ridge) keep the earlier, and before any data the prior's own ridge
-            // wins because it fits the prior points exactly.
+            // near either ridge, or no data at all) keep the earlier, the prior's ridge first.
             if best.is_none_or(|(b, _)| sse < b * (1.0 - 1e-9)) {
                 best = Some((sse, fit));
             }
