@@ -295,7 +295,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     out.metrics.preemptions
                 );
                 let t = &out.loop_time;
-                let ms_per = |s: f64| 1e3 * s / t.forwards.max(1) as f64;
                 eprintln!(
                     "{:>20}   serving thread over {:.1} s: target forwards {:.1} s, drafting {:.1} s (+{:.1} s on the lane), \
                      lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward)",
@@ -307,7 +306,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     t.lane_wait_s,
                     t.idle_s,
                     t.host_s,
-                    ms_per(t.host_s)
+                    1e3 * t.host_s / t.forwards.max(1) as f64
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {

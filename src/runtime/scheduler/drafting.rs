@@ -30,7 +30,6 @@ pub(super) fn prefill_tokens_in_verify(waiting_tokens: usize, prefill_ride: usiz
 /// Running sums of what the controller was shown, for [`ControllerSummary`].
 #[derive(Debug, Default)]
 pub(super) struct ControllerTally {
-    decisions: u64,
     requests: f64,
     busy: f64,
     background: f64,
@@ -39,8 +38,8 @@ pub(super) struct ControllerTally {
 }
 
 impl ControllerTally {
+    /// Called once before each decision, so the controller's step count divides the sums.
     fn note_load(&mut self, load: &LaneLoad, requests: usize) {
-        self.decisions += 1;
         self.requests += requests as f64;
         self.busy += if load.verify_busy.is_finite() { load.verify_busy } else { 0.0 };
         self.background += f64::from(load.verify_queue_tokens) + f64::from(load.prefill_chunk_tokens);
@@ -49,7 +48,7 @@ impl ControllerTally {
     /// The summary of a run: these sums with the controller's counters and fitted costs.
     pub(super) fn summary(&self, c: &Controller) -> ControllerSummary {
         let stats = c.stats();
-        let mean = |sum: f64| if self.decisions > 0 { sum / self.decisions as f64 } else { 0.0 };
+        let mean = |sum: f64| if stats.steps > 0 { sum / stats.steps as f64 } else { 0.0 };
         let cost = c.cost_model();
         let verify = cost.verify_fit();
         ControllerSummary {
@@ -211,17 +210,17 @@ impl<B: Backend> Runtime<'_, '_, B> {
         let result = drafter.propose(&queries);
         let dt = t0.elapsed().as_secs_f64();
         self.out.loop_time.draft_in_thread_s += dt;
-        let timed = drafter.last_steps().to_vec();
-        self.observe_drafting(ids.len(), dt, lens.iter().copied().max().unwrap_or(0), &timed);
+        let steps = lens.iter().copied().max().unwrap_or(0);
+        let samples = draft_step_samples(ids.len(), dt, steps, drafter.last_steps());
+        self.observe_drafting(samples);
         result
     }
 
     /// Tells the controller what a draft step costs, measured under the target's current load
-    /// (the controller stores it as a solo time); see [`draft_step_samples`].
-    fn observe_drafting(&mut self, batch: usize, secs: f64, steps: usize, timed: &[DraftStep]) {
+    /// (the controller stores it as a solo time): the samples of [`draft_step_samples`].
+    fn observe_drafting(&mut self, (samples, catching_up): (Vec<(usize, f64)>, u64)) {
         let busy = self.target_busy.fraction(self.now_s());
         let Some(c) = &mut self.controller else { return };
-        let (samples, catching_up) = draft_step_samples(batch, secs, steps, timed);
         for &(seqs, step_s) in &samples {
             c.observe_loaded_draft_step(seqs, step_s, busy);
         }
@@ -298,7 +297,7 @@ impl<B: Backend> Runtime<'_, '_, B> {
             if done.steps > 0 {
                 self.out.lane_steps[0] += 1;
                 self.out.loop_time.draft_on_lane_s += done.secs;
-                self.observe_drafting(done.jobs.len(), done.secs, done.steps, &done.step_times);
+                self.observe_drafting(draft_step_samples(done.jobs.len(), done.secs, done.steps, &done.step_times));
             }
             let proposals = done.result?;
             for ((id, epoch), p) in done.jobs.into_iter().zip(proposals) {
