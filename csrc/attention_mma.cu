@@ -8,17 +8,23 @@
 // loads and so stalls on issue, not on memory (docs/perf.md, run L); here a 16-position tile
 // costs 32 mma and 16 ldmatrix per warp, and the loads of the next tiles stay in flight.
 //
-// One warp per (token, KV head, split). The G query heads of the group are the rows of the
-// m16n8k16 products (rows G..15 are zero):
-//   S  = Q · Kᵀ  : A = Q (16 heads × 16 dims, registers), B = Kᵀ (ldmatrix of K rows), per
+// One warp per (query tile, KV head, split). A query tile is one token (decode, tree tokens) or,
+// in paged_attn_mmaq, up to 16 / G consecutive chain tokens of one sequence (verification,
+// prefill chunks): their K/V is then staged once for all of them, not once a token, which is
+// what a verify forward of L + 1 tokens a sequence spent its time on (docs/perf.md, "Verify
+// attention"). Row ρ of the m16n8k16 products is head ρ % G of the tile's token ρ / G (rows
+// past the tile's heads are zero), each masked at its own token's causal end:
+//   S  = Q · Kᵀ  : A = Q (16 rows × 16 dims, registers), B = Kᵀ (ldmatrix of K rows), per
 //                  8 positions;
 //   O += P · V   : A = P, the score fragment itself rounded to bf16 (FlashAttention-2's
 //                  register reuse), B = V (ldmatrix.trans of V rows), per 8 head elements.
 // The softmax runs in base 2 (q pre-scaled by log2 e); the split partial stores its max in
 // natural units, as attn_combine_kernel expects. K/V tiles of 16 positions go through a ring
 // of MMA_STAGES shared buffers, their 16-byte chunks XOR-swizzled by row so that ldmatrix
-// reads no bank twice. A split covers whole tiles. Positions past the split's end are loaded
-// as zeros (cp.async zero-fill: no NaN from stale memory can reach P · V) and masked to -inf.
+// reads no bank twice. A split covers whole tiles of the tile's last token. Positions past the
+// split's end are loaded as zeros (cp.async zero-fill: no NaN from stale memory can reach
+// P · V) and masked to -inf; a row that sees nothing in a split leaves max -inf and sum 0,
+// which attn_combine_kernel skips.
 #include "vpd_common.cuh"
 #include "vpd_params.h"
 
@@ -50,13 +56,13 @@ static __device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t r[4
                  : "r"(addr));
 }
 
-// c += A · B for one m16n8k16 tile whose A rows 8..15 are zero (a1 = a3 = 0).
-static __device__ __forceinline__ void mma_rows8(float c[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+// c += A · B for one m16n8k16 tile (a[1], a[3]: rows 8..15, zero when unused).
+static __device__ __forceinline__ void mma16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Two floats as bf16x2, `lo` in the low half (the even column of a fragment).
@@ -65,12 +71,14 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t *>(&v);
 }
 
-template <int G, int D>
+template <int G, int D, int QT>
 static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) {
     constexpr int CH = D / 8;          // 16-byte chunks of a K or V row
     constexpr int ROWS = 32 / CH;      // rows one pass of the warp's loads covers
     constexpr int KT = D / 16;         // k-steps of Q · Kᵀ
     constexpr int NT = D / 8;          // n-tiles of P · V
+    constexpr int HALVES = QT * G > 8 ? 2 : 1;  // rows 8..15 of the tiles in use
+    static_assert(QT * G <= 16, "a warp's query rows fit one 16-row tile");
     __shared__ __align__(128) uint16_t ks[MMA_STAGES][MMA_TILE * D];
     __shared__ __align__(128) uint16_t vs[MMA_STAGES][MMA_TILE * D];
     extern __shared__ int32_t mma_anc[];  // [max_tree] ancestor chain of a tree token
@@ -84,7 +92,14 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
     const uint32_t i = t - tok0;
     const uint32_t start = p.seq_start_pos[s];
     const bool tree = p.seq_is_tree[s] != 0;
-    uint32_t n_new = i + 1;
+    // Chain tokens i .. i + nq - 1 share this warp, QT of them from each multiple of QT; the
+    // warps of the others have nothing to do. A tree token goes alone.
+    uint32_t nq = 1;
+    if (QT > 1 && !tree) {
+        if (i % QT != 0) return;
+        nq = min(static_cast<uint32_t>(QT), p.seq_tok_start[s + 1] - t);
+    }
+    uint32_t n_new = i + nq;
     if (tree) {
         if (lane == 0) {
             uint32_t n = 0;
@@ -94,23 +109,42 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
         __syncwarp();
         n_new = mma_n_anc;
     }
-    const uint32_t total = start + n_new;  // visible positions, in order k = 0 .. total - 1
+    const uint32_t total = start + n_new;  // positions the last token sees, in order k = 0 .. total - 1
     const uint32_t tiles = (total + MMA_TILE - 1) / MMA_TILE;
     const uint32_t per = (tiles + p.num_splits - 1) / p.num_splits;
     const uint32_t t_lo = min(tiles, split * per), t_hi = min(tiles, t_lo + per);
     const uint32_t hi = min(total, t_hi * MMA_TILE);
 
-    // Q fragment: row r = lane / 4 is head kvh·G + r, columns c2, c2 + 1 (a0) and c2 + 8, + 9 (a2).
+    // This lane's rows r and r + 8: row ρ is head ρ % G of token i + ρ / G. Rows past nq·G are
+    // zero and unmasked; a token's row is masked past its own causal end.
     const uint32_t r = lane >> 2, c2 = (lane & 3) * 2;
-    uint32_t qa[KT][2];
+    bool row_ok[HALVES];
+    uint32_t row_tok[HALVES], row_head[HALVES], row_end[HALVES];
+#pragma unroll
+    for (int h = 0; h < HALVES; ++h) {
+        const uint32_t rho = r + 8 * h, qi = rho / G;
+        row_ok[h] = qi < nq;
+        row_tok[h] = t + (row_ok[h] ? qi : 0);
+        row_head[h] = kvh * G + rho % G;
+        row_end[h] = min(hi, row_ok[h] ? total - (nq - 1 - qi) : total);
+    }
+    // Q fragment, per k-step: a0 = (row r, columns c2, c2 + 1), a1 = (row r + 8, the same),
+    // a2 = (row r, c2 + 8, + 9), a3 = (row r + 8, the same).
+    uint32_t qa[KT][4];
     {
         const float qs = p.scale * 1.4426950408889634f;  // log2(e): exp2 below
-        const float *q = p.q + static_cast<size_t>(t) * p.q_stride + (kvh * G + (r < G ? r : 0)) * D;
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-            const int d = kt * 16 + c2;
-            qa[kt][0] = r < G ? pack_bf16x2(q[d] * qs, q[d + 1] * qs) : 0u;
-            qa[kt][1] = r < G ? pack_bf16x2(q[d + 8] * qs, q[d + 9] * qs) : 0u;
+        for (int kt = 0; kt < KT; ++kt) qa[kt][0] = qa[kt][1] = qa[kt][2] = qa[kt][3] = 0u;
+#pragma unroll
+        for (int h = 0; h < HALVES; ++h) {
+            if (!row_ok[h]) continue;
+            const float *q = p.q + static_cast<size_t>(row_tok[h]) * p.q_stride + row_head[h] * D;
+#pragma unroll
+            for (int kt = 0; kt < KT; ++kt) {
+                const int d = kt * 16 + c2;
+                qa[kt][h] = pack_bf16x2(q[d] * qs, q[d + 1] * qs);
+                qa[kt][h + 2] = pack_bf16x2(q[d + 8] * qs, q[d + 9] * qs);
+            }
         }
     }
 
@@ -134,10 +168,12 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
         }
     };
 
-    float o[NT][4];
+    float o[NT][4];  // o[nt][0..1]: row r, o[nt][2..3]: row r + 8
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-    float m = -INFINITY, l = 0.f;  // row r's running max (base 2) and this lane's share of its sum
+    float m[HALVES], l[HALVES];  // each row's running max (base 2) and this lane's share of its sum
+#pragma unroll
+    for (int h = 0; h < HALVES; ++h) m[h] = -INFINITY, l[h] = 0.f;
 
 #pragma unroll
     for (uint32_t st = 0; st < MMA_STAGES - 1; ++st) {
@@ -158,78 +194,99 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
         cp_async_wait<MMA_STAGES - 1>();
         __syncwarp();
 
-        // Scores of positions c2, c2 + 1 (sc[0]) and 8 + c2, 9 + c2 (sc[1]) for head r.
+        // Scores of positions c2, c2 + 1 (sc[0]) and 8 + c2, 9 + c2 (sc[1]): [0..1] row r, [2..3] row r + 8.
         float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
             uint32_t b[4];
             const uint32_t c = 2 * kt + k_half;
             ldsm_x4(smem_u32(&ks[st][k_row * D + ((c ^ (k_row & 7)) * 8)]), b);
-            mma_rows8(sc[0], qa[kt][0], qa[kt][1], b[0], b[1]);
-            mma_rows8(sc[1], qa[kt][0], qa[kt][1], b[2], b[3]);
+            mma16(sc[0], qa[kt], b[0], b[1]);
+            mma16(sc[1], qa[kt], b[2], b[3]);
         }
         const uint32_t k0 = j * MMA_TILE + c2;
-        float v[4] = {sc[0][0], sc[0][1], sc[1][0], sc[1][1]};
         const uint32_t kk[4] = {k0, k0 + 1, k0 + 8, k0 + 9};
-        float mt = -INFINITY;
+        float pr[HALVES][4], corr[HALVES];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            if (kk[e] >= hi) v[e] = -INFINITY;
-            mt = fmaxf(mt, v[e]);
+        for (int h = 0; h < HALVES; ++h) {
+            float v[4] = {sc[0][2 * h], sc[0][2 * h + 1], sc[1][2 * h], sc[1][2 * h + 1]};
+            float mt = -INFINITY;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if (kk[e] >= row_end[h]) v[e] = -INFINITY;
+                mt = fmaxf(mt, v[e]);
+            }
+            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+            const float m_new = fmaxf(m[h], mt);
+            // -inf while the row has seen no visible position (a later token's tail, split-K).
+            const float base = m_new == -INFINITY ? 0.f : m_new;
+            corr[h] = exp2f(m[h] - base);  // 0 until the row's first visible position
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pr[h][e] = exp2f(v[e] - base);
+            l[h] = l[h] * corr[h] + (pr[h][0] + pr[h][1]) + (pr[h][2] + pr[h][3]);
+            m[h] = m_new;
         }
-        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-        const float m_new = fmaxf(m, mt);  // finite: a tile's first position is always visible
-        const float corr = exp2f(m - m_new);  // 0 on the first tile (m = -inf)
-        float pr[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) pr[e] = exp2f(v[e] - m_new);
-        l = l * corr + (pr[0] + pr[1]) + (pr[2] + pr[3]);
-        m = m_new;
-        const uint32_t pa0 = pack_bf16x2(pr[0], pr[1]), pa2 = pack_bf16x2(pr[2], pr[3]);
+        // P as the A operand, in the Q fragment's layout.
+        uint32_t pa[4] = {pack_bf16x2(pr[0][0], pr[0][1]), 0u, pack_bf16x2(pr[0][2], pr[0][3]), 0u};
+        if constexpr (HALVES == 2) {
+            pa[1] = pack_bf16x2(pr[HALVES - 1][0], pr[HALVES - 1][1]);
+            pa[3] = pack_bf16x2(pr[HALVES - 1][2], pr[HALVES - 1][3]);
+        }
 #pragma unroll
         for (int nt = 0; nt < NT; nt += 2) {
             uint32_t b[4];
             const uint32_t c = nt + v_next;
             ldsm_x4_trans(smem_u32(&vs[st][v_row * D + ((c ^ (v_row & 7)) * 8)]), b);
-            o[nt][0] *= corr;
-            o[nt][1] *= corr;
-            o[nt + 1][0] *= corr;
-            o[nt + 1][1] *= corr;
-            mma_rows8(o[nt], pa0, pa2, b[0], b[1]);
-            mma_rows8(o[nt + 1], pa0, pa2, b[2], b[3]);
+#pragma unroll
+            for (int h = 0; h < HALVES; ++h) {
+                o[nt][2 * h] *= corr[h];
+                o[nt][2 * h + 1] *= corr[h];
+                o[nt + 1][2 * h] *= corr[h];
+                o[nt + 1][2 * h + 1] *= corr[h];
+            }
+            mma16(o[nt], pa, b[0], b[1]);
+            mma16(o[nt + 1], pa, b[2], b[3]);
         }
         __syncwarp();  // every lane's ldmatrix of slot st is done before it is refilled
     }
     cp_async_wait<0>();
 
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    if (r >= G) return;
-    const uint32_t h = kvh * G + r;
-    if (p.num_splits == 1) {
-        uint16_t *out = p.out + static_cast<size_t>(t) * p.n_heads * D + h * D + c2;
-        const float inv = 1.f / l;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-            *reinterpret_cast<uint32_t *>(out + nt * 8) = pack_bf16x2(o[nt][0] * inv, o[nt][1] * inv);
-    } else {
-        float *part = p.partial + ((static_cast<size_t>(split) * p.tokens + t) * p.n_heads + h) * (D + 2);
+    for (int h = 0; h < HALVES; ++h) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+        if (!row_ok[h]) continue;
+        if (p.num_splits == 1) {
+            uint16_t *out = p.out + static_cast<size_t>(row_tok[h]) * p.n_heads * D + row_head[h] * D + c2;
+            const float inv = 1.f / l[h];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            part[nt * 8 + c2] = o[nt][0];
-            part[nt * 8 + c2 + 1] = o[nt][1];
-        }
-        if ((lane & 3) == 0) {
-            part[D] = m * 0.6931471805599453f;  // back to natural units (ln 2)
-            part[D + 1] = l;
+            for (int nt = 0; nt < NT; ++nt)
+                *reinterpret_cast<uint32_t *>(out + nt * 8) = pack_bf16x2(o[nt][2 * h] * inv, o[nt][2 * h + 1] * inv);
+        } else {
+            float *part =
+                p.partial + ((static_cast<size_t>(split) * p.tokens + row_tok[h]) * p.n_heads + row_head[h]) * (D + 2);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                part[nt * 8 + c2] = o[nt][2 * h];
+                part[nt * 8 + c2 + 1] = o[nt][2 * h + 1];
+            }
+            if ((lane & 3) == 0) {
+                part[D] = m[h] * 0.6931471805599453f;  // back to natural units (ln 2); -inf: nothing seen
+                part[D + 1] = l[h];
+            }
         }
     }
 }
 
+// paged_attn_mma<G>_d<D>: one token a warp (decode, trees). paged_attn_mmaq<G>_d<D>: 16 / G chain
+// tokens of a sequence a warp (verification, prefill), so their K/V is read once, not per token.
 #define MMA_KERNEL(G, D)                                                                           \
     extern "C" __global__ void __launch_bounds__(32) paged_attn_mma##G##_d##D##_kernel(PagedAttnParams p) { \
-        paged_attn_mma<G, D>(p);                                                                   \
+        paged_attn_mma<G, D, 1>(p);                                                                \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(32) paged_attn_mmaq##G##_d##D##_kernel(PagedAttnParams p) { \
+        paged_attn_mma<G, D, 16 / G>(p);                                                           \
     }
 #define MMA_KERNELS(G) MMA_KERNEL(G, 64) MMA_KERNEL(G, 128)
 MMA_KERNELS(1)

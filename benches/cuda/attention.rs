@@ -1,7 +1,9 @@
-//! Paged decode attention, Llama-3-8B heads (32/8, D 128), bf16 K/V in 16-token blocks:
+//! Paged attention, Llama-3-8B heads (32/8, D 128), bf16 K/V in 16-token blocks. Decode:
 //! batch x context, with the split-K factor the backend picks, on the tensor-core kernel (the
-//! one the backend runs for this shape), the CUDA-core GQA kernel and the generic one. Bytes
-//! are the K/V of every sequence read once (the floor).
+//! one the backend runs for this shape), the CUDA-core GQA kernel and the generic one.
+//! Verification: batch x context x (L + 1) chain tokens a sequence, on the tensor-core kernel
+//! with query tiles (what the backend runs) and with one token a warp. Bytes are the K/V of
+//! every sequence read once (the floor).
 #[path = "common.rs"]
 mod common;
 
@@ -22,31 +24,10 @@ fn bench(c: &mut Criterion) {
     let ceiling = common::copy_gbps(&dev);
     let shape = ops::HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
     for &(batch, ctx) in &[(1usize, 4096usize), (1, 32768), (32, 2048), (32, 4096), (64, 1024)] {
-        let bs = 16;
-        let blocks_per = (ctx + 1).div_ceil(bs);
-        let plan = verify_pd::backend::StepPlan {
-            seqs: (0..batch)
-                .map(|s| verify_pd::backend::SeqStep {
-                    tokens: vec![1],
-                    start_pos: ctx,
-                    block_table: ((s * blocks_per) as u32..((s + 1) * blocks_per) as u32).collect(),
-                    tree_parents: None,
-                    logits: verify_pd::backend::LogitsWanted::Last,
-                })
-                .collect(),
-        };
-        let nb = batch * blocks_per;
-        let f = verify_pd::backend::cuda::plan::FlatPlan::build(&plan, nb, bs, 2).unwrap();
-        let meta = ops::AttnMeta::upload(&dev, &f).unwrap();
-        let mut cache = ops::KvCache::new(&dev, 1, nb, bs, shape.kv_dim()).unwrap();
-        let fill = common::rand_bf16(cache.buf.len(), 3);
-        dev.upload_into(&fill, cache.unshared_buf().unwrap()).unwrap();
-        let q = dev.upload(&common::rand_f32(batch * shape.q_dim(), 1)).unwrap();
-        let mut out = dev.alloc::<u16>(batch * shape.q_dim()).unwrap();
-        let bytes = (batch * (ctx + 1) * shape.kv_dim() * 2 * 2) as f64;
+        let Setup { meta, mut cache, q, mut out, bytes } = setup(&dev, shape, batch, ctx, 1);
         for path in [ops::AttnPath::Mma, ops::AttnPath::Gqa, ops::AttnPath::Generic] {
             let splits = match path {
-                ops::AttnPath::Mma | ops::AttnPath::Gqa => {
+                ops::AttnPath::Mma | ops::AttnPath::MmaPerToken | ops::AttnPath::Gqa => {
                     ops::attn_splits_for(path, batch, shape, ctx + 1, dev.sm_count as usize)
                 }
                 // The generic kernel's own rule (blocks per query head, 2 per SM).
@@ -85,7 +66,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
             };
             let tag = match path {
-                ops::AttnPath::Mma => "attn_mma",
+                ops::AttnPath::Mma | ops::AttnPath::MmaPerToken => "attn_mma",
                 ops::AttnPath::Gqa => "attn_gqa",
                 ops::AttnPath::Generic => "attn_generic",
             };
@@ -102,6 +83,61 @@ fn bench(c: &mut Criterion) {
             }
         }
     }
+
+    // Verification of L + 1 = 5 tokens a sequence: query tiles against one token a warp.
+    for &(batch, ctx) in &[(1usize, 4096usize), (32, 1024), (64, 1024), (128, 512)] {
+        let n = 5;
+        let Setup { meta, mut cache, q, mut out, bytes } = setup(&dev, shape, batch, ctx, n);
+        let t = batch * n;
+        for path in [ops::AttnPath::Mma, ops::AttnPath::MmaPerToken] {
+            let splits = ops::attn_splits_for(path, t, shape, ctx + n, dev.sm_count as usize);
+            let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2)).unwrap();
+            let mut run = || {
+                ops::paged_attn_on(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, splits, path)
+                    .unwrap()
+            };
+            let tag = if path == ops::AttnPath::Mma { "attn_verify_tiles" } else { "attn_verify_per_token" };
+            let size = format!("batch={batch} ctx={ctx} tokens={n} splits={splits}");
+            common::report(&dev, tag, &size, common::median_secs(&dev, 15, &mut run), bytes, ceiling);
+        }
+    }
+}
+
+/// A step of `batch` sequences with `ctx` cached positions and `n` new chain tokens each,
+/// its K/V cache filled at random.
+struct Setup {
+    meta: ops::AttnMeta,
+    cache: ops::KvCache,
+    q: cudarc::driver::CudaSlice<f32>,
+    out: cudarc::driver::CudaSlice<u16>,
+    /// K/V of every sequence read once.
+    bytes: f64,
+}
+
+fn setup(dev: &verify_pd::backend::cuda::device::Device, shape: ops::HeadShape, batch: usize, ctx: usize, n: usize) -> Setup {
+    let bs = 16;
+    let blocks_per = (ctx + n).div_ceil(bs);
+    let plan = verify_pd::backend::StepPlan {
+        seqs: (0..batch)
+            .map(|s| verify_pd::backend::SeqStep {
+                tokens: vec![1; n],
+                start_pos: ctx,
+                block_table: ((s * blocks_per) as u32..((s + 1) * blocks_per) as u32).collect(),
+                tree_parents: None,
+                logits: verify_pd::backend::LogitsWanted::Last,
+            })
+            .collect(),
+    };
+    let nb = batch * blocks_per;
+    let f = verify_pd::backend::cuda::plan::FlatPlan::build(&plan, nb, bs, 2).unwrap();
+    let meta = ops::AttnMeta::upload(dev, &f).unwrap();
+    let mut cache = ops::KvCache::new(dev, 1, nb, bs, shape.kv_dim()).unwrap();
+    let fill = common::rand_bf16(cache.buf.len(), 3);
+    dev.upload_into(&fill, cache.unshared_buf().unwrap()).unwrap();
+    let q = dev.upload(&common::rand_f32(batch * n * shape.q_dim(), 1)).unwrap();
+    let out = dev.alloc::<u16>(batch * n * shape.q_dim()).unwrap();
+    let bytes = (batch * (ctx + n) * shape.kv_dim() * 2 * 2) as f64;
+    Setup { meta, cache, q, out, bytes }
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

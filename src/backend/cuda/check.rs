@@ -276,6 +276,12 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
         (1, &[4096], HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 }),
         (7, &[17, 1000], HeadShape { n_heads: 3, n_kv_heads: 3, head_dim: 8 }),
         (7, &[17, 1000], HeadShape { n_heads: 6, n_kv_heads: 1, head_dim: 256 }),
+        // Query tiles of 16 and 8 tokens (G = 1, 2). Context 14: a chain's first tokens see no
+        // position of the tile the last one ends in, so with 5 splits their rows see nothing
+        // in a split (max -inf, sum 0).
+        (7, &[14, 1000], HeadShape { n_heads: 2, n_kv_heads: 2, head_dim: 64 }),
+        (7, &[1, 300], HeadShape { n_heads: 4, n_kv_heads: 2, head_dim: 128 }),
+        (7, &[14], HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 }),
     ];
     let bs = 16;
     for &(n_seqs, contexts, shape) in cases {
@@ -308,7 +314,8 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
             tried.push(auto);
         }
         // Every kernel that takes the shape (each must match the CPU).
-        let paths: Vec<ops::AttnPath> = [ops::AttnPath::Generic, ops::AttnPath::Gqa, ops::AttnPath::Mma]
+        let paths: Vec<ops::AttnPath> =
+            [ops::AttnPath::Generic, ops::AttnPath::Gqa, ops::AttnPath::MmaPerToken, ops::AttnPath::Mma]
             .into_iter()
             .filter(|&p| ops::attn_path_allowed(p, shape, f.max_tree))
             .collect();
@@ -335,7 +342,8 @@ fn attention_checks(dev: &Device, rng: &mut ChaCha8Rng) -> Result<Vec<CheckRow>>
                     shape.n_heads, shape.n_kv_heads, shape.head_dim
                 );
                 let name = match path {
-                    ops::AttnPath::Mma => "paged_attn mma",
+                    ops::AttnPath::Mma => "paged_attn mma tiles",
+                    ops::AttnPath::MmaPerToken => "paged_attn mma",
                     ops::AttnPath::Gqa => "paged_attn gqa",
                     ops::AttnPath::Generic => "paged_attn generic",
                 };

@@ -352,7 +352,7 @@ impl CudaBackend {
     /// Invalid plans (as the CPU backend), device allocation or copy failures.
     pub fn prepare_step(&mut self, plan: &StepPlan, num_layers: usize) -> Result<PreparedStep> {
         let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
-        let splits = ops::attn_splits(flat.tokens.len(), self.shape, flat.max_context, self.dev.sm_count as usize);
+        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize);
         self.prepare_flat(flat, num_layers, splits)
     }
 
@@ -547,7 +547,7 @@ impl CudaBackend {
                 return ran;
             }
         }
-        let splits = ops::attn_splits(flat.tokens.len(), self.shape, flat.max_context, self.dev.sm_count as usize);
+        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize);
         let step = self.prepare_flat(flat, num_layers, splits)?;
         self.launch_step(&step)?;
         Ok(graphs::RanStep { rows: step.logit_rows, row_start: step.row_start.clone(), step: Some(step) })
@@ -761,5 +761,36 @@ mod tests {
         let deep_tree = HeadShape { n_heads: 64, n_kv_heads: 8, head_dim: 256 };
         assert_eq!(ops::attn_path(deep_tree, 0), ops::AttnPath::Gqa);
         assert_eq!(ops::attn_path(deep_tree, 4096), ops::AttnPath::Generic);
+    }
+
+    #[test]
+    fn query_tiles_set_the_blocks_a_split() {
+        use crate::backend::{LogitsWanted, SeqStep, StepPlan};
+        let seq = |n: usize, start: usize, tree: Option<Vec<i32>>, first: u32| SeqStep {
+            tokens: vec![1; n],
+            start_pos: start,
+            block_table: (first..first + 300).collect(),
+            tree_parents: tree,
+            logits: LogitsWanted::All,
+        };
+        let mixed = StepPlan {
+            seqs: vec![
+                seq(1, 9, None, 0),
+                seq(5, 9, None, 300),
+                seq(7, 9, Some(vec![-1, 0, 0, 1, 1, 2, -1]), 600),
+                seq(13, 9, None, 900),
+            ],
+        };
+        let f = plan::FlatPlan::build(&mixed, 1200, 16, 2).unwrap();
+        // Chains in tiles of 4 (1 + 2 + 4), tree tokens alone (7).
+        assert_eq!(f.query_tiles(4), 14);
+        assert_eq!(f.query_tiles(1), f.tokens.len());
+        // One sequence verifying 5 tokens at 4096: 2 tiles x 8 KV heads a split, so more splits
+        // than counting 5 tokens (26) would give, up to one per 128 positions.
+        let llama = HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
+        let verify = StepPlan { seqs: vec![seq(5, 4096, None, 0)] };
+        let f = plan::FlatPlan::build(&verify, 300, 16, 2).unwrap();
+        assert_eq!(ops::attn_splits(5, llama, f.max_context, 132), 26);
+        assert_eq!(ops::step_splits(&f, llama, 132), 33);
     }
 }

@@ -339,14 +339,22 @@ pub enum AttnPath {
     Gqa,
     /// `paged_attn_kernel`: one block per (token, query head, split); any even head_dim.
     Generic,
-    /// `paged_attn_mma<G>_d<D>_kernel` (attention_mma.cu): one warp per (token, KV head,
-    /// split), both products on tensor cores, K/V staged through shared memory by cp.async.
-    /// Head size 64 or 128, groups up to [`MAX_GQA_GROUP`].
+    /// `paged_attn_mmaq<G>_d<D>_kernel` (attention_mma.cu): one warp per (query tile, KV
+    /// head, split), a query tile being up to 16 / G chain tokens of one sequence, so that a
+    /// verify or prefill step reads each sequence's K/V once a tile instead of once a token;
+    /// both products on tensor cores, K/V staged through shared memory by cp.async. Head size
+    /// 64 or 128, groups up to [`MAX_GQA_GROUP`]. A step of one token a sequence (decode) runs
+    /// [`AttnPath::MmaPerToken`]'s kernel instead: the same work without a tile to share.
     Mma,
+    /// `paged_attn_mma<G>_d<D>_kernel`: the tensor-core kernel with one token a warp (what
+    /// every step ran before the query tiles; the checks and benches run both).
+    MmaPerToken,
 }
 
 /// Largest query group (heads per KV head) the GQA kernels are instantiated for.
 pub const MAX_GQA_GROUP: usize = 8;
+/// Rows of the tensor-core kernel's m16n8k16 tiles: a query tile is 16 / G tokens.
+const MMA_TILE_ROWS: usize = 16;
 const GQA_WARPS: u32 = 4;
 /// The 48 KiB of shared memory a block gets without opting in.
 const SMEM_DEFAULT: u32 = 48 << 10;
@@ -379,7 +387,7 @@ pub fn attn_path_allowed(path: AttnPath, shape: HeadShape, max_tree: usize) -> b
                 && d <= MAX_HEAD_DIM
                 && gqa_smem(shape, max_tree) <= SMEM_DEFAULT
         }
-        AttnPath::Mma => group_ok && (d == 64 || d == 128) && max_tree <= MAX_TREE,
+        AttnPath::Mma | AttnPath::MmaPerToken => group_ok && (d == 64 || d == 128) && max_tree <= MAX_TREE,
     }
 }
 
@@ -402,10 +410,23 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
     attn_splits_for(attn_path(shape, 0), tokens, shape, max_context, sm_count)
 }
 
+/// [`attn_splits`] for a flattened step on the kernel [`paged_attn`] will pick: on the
+/// tensor-core path a warp takes a query tile of up to 16 / G chain tokens, so a split has as
+/// many blocks as the step has tiles, not tokens.
+pub fn step_splits(flat: &super::plan::FlatPlan, shape: HeadShape, sm_count: usize) -> usize {
+    let path = attn_path(shape, flat.max_tree);
+    let g = shape.n_heads / shape.n_kv_heads.max(1);
+    let blocks = match path {
+        AttnPath::Mma => flat.query_tiles(MMA_TILE_ROWS / g.max(1)),
+        _ => flat.tokens.len(),
+    };
+    attn_splits_for(path, blocks, shape, flat.max_context, sm_count)
+}
+
 /// [`attn_splits`] for a chosen kernel (the benches compare them).
 pub fn attn_splits_for(path: AttnPath, tokens: usize, shape: HeadShape, max_context: usize, sm_count: usize) -> usize {
     let want = match path {
-        AttnPath::Mma => (MMA_BLOCKS_PER_SM * sm_count) / (tokens * shape.n_kv_heads).max(1),
+        AttnPath::Mma | AttnPath::MmaPerToken => (MMA_BLOCKS_PER_SM * sm_count) / (tokens * shape.n_kv_heads).max(1),
         AttnPath::Gqa => (4 * sm_count) / (tokens * shape.n_kv_heads).max(1),
         AttnPath::Generic => (8 * sm_count).div_ceil((tokens * shape.n_heads).max(1)),
     };
@@ -414,34 +435,60 @@ pub fn attn_splits_for(path: AttnPath, tokens: usize, shape: HeadShape, max_cont
 
 pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Result<()> {
     match path {
-        AttnPath::Mma => {
-            const NAMES: [[&str; MAX_GQA_GROUP]; 2] = [
+        AttnPath::Mma | AttnPath::MmaPerToken => {
+            // [one token a warp, query tiles][D = 64, 128][G - 1]
+            const NAMES: [[[&str; MAX_GQA_GROUP]; 2]; 2] = [
                 [
-                    "paged_attn_mma1_d64_kernel",
-                    "paged_attn_mma2_d64_kernel",
-                    "paged_attn_mma3_d64_kernel",
-                    "paged_attn_mma4_d64_kernel",
-                    "paged_attn_mma5_d64_kernel",
-                    "paged_attn_mma6_d64_kernel",
-                    "paged_attn_mma7_d64_kernel",
-                    "paged_attn_mma8_d64_kernel",
+                    [
+                        "paged_attn_mma1_d64_kernel",
+                        "paged_attn_mma2_d64_kernel",
+                        "paged_attn_mma3_d64_kernel",
+                        "paged_attn_mma4_d64_kernel",
+                        "paged_attn_mma5_d64_kernel",
+                        "paged_attn_mma6_d64_kernel",
+                        "paged_attn_mma7_d64_kernel",
+                        "paged_attn_mma8_d64_kernel",
+                    ],
+                    [
+                        "paged_attn_mma1_d128_kernel",
+                        "paged_attn_mma2_d128_kernel",
+                        "paged_attn_mma3_d128_kernel",
+                        "paged_attn_mma4_d128_kernel",
+                        "paged_attn_mma5_d128_kernel",
+                        "paged_attn_mma6_d128_kernel",
+                        "paged_attn_mma7_d128_kernel",
+                        "paged_attn_mma8_d128_kernel",
+                    ],
                 ],
                 [
-                    "paged_attn_mma1_d128_kernel",
-                    "paged_attn_mma2_d128_kernel",
-                    "paged_attn_mma3_d128_kernel",
-                    "paged_attn_mma4_d128_kernel",
-                    "paged_attn_mma5_d128_kernel",
-                    "paged_attn_mma6_d128_kernel",
-                    "paged_attn_mma7_d128_kernel",
-                    "paged_attn_mma8_d128_kernel",
+                    [
+                        "paged_attn_mmaq1_d64_kernel",
+                        "paged_attn_mmaq2_d64_kernel",
+                        "paged_attn_mmaq3_d64_kernel",
+                        "paged_attn_mmaq4_d64_kernel",
+                        "paged_attn_mmaq5_d64_kernel",
+                        "paged_attn_mmaq6_d64_kernel",
+                        "paged_attn_mmaq7_d64_kernel",
+                        "paged_attn_mmaq8_d64_kernel",
+                    ],
+                    [
+                        "paged_attn_mmaq1_d128_kernel",
+                        "paged_attn_mmaq2_d128_kernel",
+                        "paged_attn_mmaq3_d128_kernel",
+                        "paged_attn_mmaq4_d128_kernel",
+                        "paged_attn_mmaq5_d128_kernel",
+                        "paged_attn_mmaq6_d128_kernel",
+                        "paged_attn_mmaq7_d128_kernel",
+                        "paged_attn_mmaq8_d128_kernel",
+                    ],
                 ],
             ];
             let g = (p.n_heads / p.n_kv_heads) as usize;
             let by_d = usize::from(p.head_dim == 128);
             // Dynamic shared memory: the ancestor list of a tree token (static: the staging ring).
             let smem = p.max_tree * 4;
-            launch(dev, NAMES[by_d][g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), 32, smem), p)?;
+            let name = NAMES[usize::from(path == AttnPath::Mma)][by_d][g - 1];
+            launch(dev, name, cfg((p.tokens, p.n_kv_heads, p.num_splits), 32, smem), p)?;
         }
         AttnPath::Gqa => {
             // By head size: compiled for D = 64 and 128 (folded index math), any D otherwise.
@@ -540,7 +587,12 @@ pub fn paged_attn_on(
     path: AttnPath,
 ) -> Result<()> {
     shape.check()?;
-    let path = if attn_path_allowed(path, shape, meta.max_tree) { path } else { AttnPath::Generic };
+    let path = match path {
+        _ if !attn_path_allowed(path, shape, meta.max_tree) => AttnPath::Generic,
+        // One token a sequence: no tile to share.
+        AttnPath::Mma if meta.tokens == meta.seqs => AttnPath::MmaPerToken,
+        _ => path,
+    };
     let t = meta.tokens;
     if meta.max_tree > MAX_TREE {
         return Err(shape_err("attention", format!("token tree of {} nodes (at most {MAX_TREE})", meta.max_tree)));

@@ -37,6 +37,18 @@ pub struct FlatPlan {
 }
 
 impl FlatPlan {
+    /// Query tiles of the step when a warp takes up to `per_tile` consecutive chain tokens of a
+    /// sequence and a tree token goes alone (the tensor-core attention kernel's blocks a split).
+    pub fn query_tiles(&self, per_tile: usize) -> usize {
+        let per_tile = per_tile.max(1);
+        (0..self.seq_is_tree.len())
+            .map(|s| {
+                let n = (self.seq_tok_start[s + 1] - self.seq_tok_start[s]) as usize;
+                if self.seq_is_tree[s] != 0 { n } else { n.div_ceil(per_tile) }
+            })
+            .sum()
+    }
+
     /// Validates `plan` against the cache geometry and vocabulary, then flattens it.
     ///
     /// # Errors
