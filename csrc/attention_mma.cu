@@ -71,10 +71,21 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t *>(&v);
 }
 
-template <int G, int D, int QT>
+// Warps of a block in the query-tile kernel: enough tiles of 16 / G tokens for 8 chain tokens,
+// so a verify forward with L <= 7 reads each sequence's K/V once. The backend computes the
+// same (backend/cuda/ops.rs, mma_tile_warps).
+#define MMA_TILE_WARPS(G) ((8 + 16 / (G) - 1) / (16 / (G)))
+
+// Block-wide barrier; a one-warp block needs only the warp's.
+template <int NW>
+static __device__ __forceinline__ void block_sync() {
+    if constexpr (NW == 1) __syncwarp(); else __syncthreads();
+}
+
+template <int G, int D, int QT, int NW>
 static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) {
     constexpr int CH = D / 8;          // 16-byte chunks of a K or V row
-    constexpr int ROWS = 32 / CH;      // rows one pass of the warp's loads covers
+    constexpr int ROWS = 32 * NW / CH; // rows one pass of the block's loads covers
     constexpr int KT = D / 16;         // k-steps of Q · Kᵀ
     constexpr int NT = D / 8;          // n-tiles of P · V
     constexpr int HALVES = QT * G > 8 ? 2 : 1;  // rows 8..15 of the tiles in use
@@ -85,28 +96,31 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
     __shared__ uint32_t mma_n_anc;
 
     const uint32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-    const uint32_t lane = threadIdx.x;
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t kvd = p.n_kv_heads * D;
     const uint32_t s = p.tok_seq[t];
     const uint32_t tok0 = p.seq_tok_start[s];
     const uint32_t i = t - tok0;
     const uint32_t start = p.seq_start_pos[s];
     const bool tree = p.seq_is_tree[s] != 0;
-    // Chain tokens i .. i + nq - 1 share this warp, QT of them from each multiple of QT; the
-    // warps of the others have nothing to do. A tree token goes alone.
-    uint32_t nq = 1;
+    // Chain tokens i .. i + nb - 1 share this block, QT·NW of them from each multiple of QT·NW
+    // (the blocks of the others have nothing to do); warp w takes QT of them from i + w·QT. A
+    // tree token goes alone, to warp 0.
+    uint32_t nb = 1;
     if (QT > 1 && !tree) {
-        if (i % QT != 0) return;
-        nq = min(static_cast<uint32_t>(QT), p.seq_tok_start[s + 1] - t);
+        if (i % (QT * NW) != 0) return;
+        nb = min(static_cast<uint32_t>(QT * NW), p.seq_tok_start[s + 1] - t);
     }
-    uint32_t n_new = i + nq;
+    const uint32_t w0 = warp * QT;  // this warp's first token, from i
+    const uint32_t nq = nb > w0 ? min(static_cast<uint32_t>(QT), nb - w0) : 0;
+    uint32_t n_new = i + nb;
     if (tree) {
-        if (lane == 0) {
+        if (tid == 0) {
             uint32_t n = 0;
             for (int32_t k = static_cast<int32_t>(i); k >= 0; k = p.parents[tok0 + k]) mma_anc[n++] = k;
             mma_n_anc = n;
         }
-        __syncwarp();
+        block_sync<NW>();
         n_new = mma_n_anc;
     }
     const uint32_t total = start + n_new;  // positions the last token sees, in order k = 0 .. total - 1
@@ -115,8 +129,8 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
     const uint32_t t_lo = min(tiles, split * per), t_hi = min(tiles, t_lo + per);
     const uint32_t hi = min(total, t_hi * MMA_TILE);
 
-    // This lane's rows r and r + 8: row ρ is head ρ % G of token i + ρ / G. Rows past nq·G are
-    // zero and unmasked; a token's row is masked past its own causal end.
+    // This lane's rows r and r + 8: row ρ is head ρ % G of token i + w0 + ρ / G. Rows past nq·G
+    // are zero and unmasked; a token's row is masked past its own causal end.
     const uint32_t r = lane >> 2, c2 = (lane & 3) * 2;
     bool row_ok[HALVES];
     uint32_t row_tok[HALVES], row_head[HALVES], row_end[HALVES];
@@ -124,9 +138,9 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
     for (int h = 0; h < HALVES; ++h) {
         const uint32_t rho = r + 8 * h, qi = rho / G;
         row_ok[h] = qi < nq;
-        row_tok[h] = t + (row_ok[h] ? qi : 0);
+        row_tok[h] = t + (row_ok[h] ? w0 + qi : 0);
         row_head[h] = kvh * G + rho % G;
-        row_end[h] = min(hi, row_ok[h] ? total - (nq - 1 - qi) : total);
+        row_end[h] = min(hi, row_ok[h] ? total - (nb - 1 - (w0 + qi)) : total);
     }
     // Q fragment, per k-step: a0 = (row r, columns c2, c2 + 1), a1 = (row r + 8, the same),
     // a2 = (row r, c2 + 8, + 9), a3 = (row r + 8, the same).
@@ -150,11 +164,12 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
 
     const uint32_t *table = p.block_tables + static_cast<size_t>(s) * p.max_blocks;
     const uint16_t *kbase = p.k_cache + kvh * D, *vbase = p.v_cache + kvh * D;
-    const uint32_t ch = lane % CH;
-    // Stage tile j (positions 16j ..) into ring slot st; lane takes chunk ch of rows lane / CH + ROWS·n.
+    const uint32_t ch = tid % CH;
+    // Stage tile j (positions 16j ..) into ring slot st; thread tid takes chunk ch of rows
+    // tid / CH + ROWS·n. Every warp of the block loads and reads the same tiles.
     auto load_tile = [&](uint32_t j, uint32_t st) {
 #pragma unroll
-        for (int rr = lane / CH; rr < MMA_TILE; rr += ROWS) {
+        for (int rr = tid / CH; rr < MMA_TILE; rr += ROWS) {
             const uint32_t k = j * MMA_TILE + rr;
             const bool ok = k < hi;
             size_t slot = 0;
@@ -192,63 +207,64 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
             cp_async_commit();
         }
         cp_async_wait<MMA_STAGES - 1>();
-        __syncwarp();
-
-        // Scores of positions c2, c2 + 1 (sc[0]) and 8 + c2, 9 + c2 (sc[1]): [0..1] row r, [2..3] row r + 8.
-        float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        block_sync<NW>();
+        if (nq > 0) {  // a warp past the block's last token only helps with the loads
+            // Scores of positions c2, c2 + 1 (sc[0]) and 8 + c2, 9 + c2 (sc[1]): [0..1] row r, [2..3] row r + 8.
+            float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-            uint32_t b[4];
-            const uint32_t c = 2 * kt + k_half;
-            ldsm_x4(smem_u32(&ks[st][k_row * D + ((c ^ (k_row & 7)) * 8)]), b);
-            mma16(sc[0], qa[kt], b[0], b[1]);
-            mma16(sc[1], qa[kt], b[2], b[3]);
-        }
-        const uint32_t k0 = j * MMA_TILE + c2;
-        const uint32_t kk[4] = {k0, k0 + 1, k0 + 8, k0 + 9};
-        float pr[HALVES][4], corr[HALVES];
-#pragma unroll
-        for (int h = 0; h < HALVES; ++h) {
-            float v[4] = {sc[0][2 * h], sc[0][2 * h + 1], sc[1][2 * h], sc[1][2 * h + 1]};
-            float mt = -INFINITY;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                if (kk[e] >= row_end[h]) v[e] = -INFINITY;
-                mt = fmaxf(mt, v[e]);
+            for (int kt = 0; kt < KT; ++kt) {
+                uint32_t b[4];
+                const uint32_t c = 2 * kt + k_half;
+                ldsm_x4(smem_u32(&ks[st][k_row * D + ((c ^ (k_row & 7)) * 8)]), b);
+                mma16(sc[0], qa[kt], b[0], b[1]);
+                mma16(sc[1], qa[kt], b[2], b[3]);
             }
-            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-            mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-            const float m_new = fmaxf(m[h], mt);
-            // -inf while the row has seen no visible position (a later token's tail, split-K).
-            const float base = m_new == -INFINITY ? 0.f : m_new;
-            corr[h] = exp2f(m[h] - base);  // 0 until the row's first visible position
-#pragma unroll
-            for (int e = 0; e < 4; ++e) pr[h][e] = exp2f(v[e] - base);
-            l[h] = l[h] * corr[h] + (pr[h][0] + pr[h][1]) + (pr[h][2] + pr[h][3]);
-            m[h] = m_new;
-        }
-        // P as the A operand, in the Q fragment's layout.
-        uint32_t pa[4] = {pack_bf16x2(pr[0][0], pr[0][1]), 0u, pack_bf16x2(pr[0][2], pr[0][3]), 0u};
-        if constexpr (HALVES == 2) {
-            pa[1] = pack_bf16x2(pr[HALVES - 1][0], pr[HALVES - 1][1]);
-            pa[3] = pack_bf16x2(pr[HALVES - 1][2], pr[HALVES - 1][3]);
-        }
-#pragma unroll
-        for (int nt = 0; nt < NT; nt += 2) {
-            uint32_t b[4];
-            const uint32_t c = nt + v_next;
-            ldsm_x4_trans(smem_u32(&vs[st][v_row * D + ((c ^ (v_row & 7)) * 8)]), b);
+            const uint32_t k0 = j * MMA_TILE + c2;
+            const uint32_t kk[4] = {k0, k0 + 1, k0 + 8, k0 + 9};
+            float pr[HALVES][4], corr[HALVES];
 #pragma unroll
             for (int h = 0; h < HALVES; ++h) {
-                o[nt][2 * h] *= corr[h];
-                o[nt][2 * h + 1] *= corr[h];
-                o[nt + 1][2 * h] *= corr[h];
-                o[nt + 1][2 * h + 1] *= corr[h];
+                float v[4] = {sc[0][2 * h], sc[0][2 * h + 1], sc[1][2 * h], sc[1][2 * h + 1]};
+                float mt = -INFINITY;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (kk[e] >= row_end[h]) v[e] = -INFINITY;
+                    mt = fmaxf(mt, v[e]);
+                }
+                mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+                mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+                const float m_new = fmaxf(m[h], mt);
+                // -inf while the row has seen no visible position (a later token's tail, split-K).
+                const float base = m_new == -INFINITY ? 0.f : m_new;
+                corr[h] = exp2f(m[h] - base);  // 0 until the row's first visible position
+#pragma unroll
+                for (int e = 0; e < 4; ++e) pr[h][e] = exp2f(v[e] - base);
+                l[h] = l[h] * corr[h] + (pr[h][0] + pr[h][1]) + (pr[h][2] + pr[h][3]);
+                m[h] = m_new;
             }
-            mma16(o[nt], pa, b[0], b[1]);
-            mma16(o[nt + 1], pa, b[2], b[3]);
+            // P as the A operand, in the Q fragment's layout.
+            uint32_t pa[4] = {pack_bf16x2(pr[0][0], pr[0][1]), 0u, pack_bf16x2(pr[0][2], pr[0][3]), 0u};
+            if constexpr (HALVES == 2) {
+                pa[1] = pack_bf16x2(pr[HALVES - 1][0], pr[HALVES - 1][1]);
+                pa[3] = pack_bf16x2(pr[HALVES - 1][2], pr[HALVES - 1][3]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; nt += 2) {
+                uint32_t b[4];
+                const uint32_t c = nt + v_next;
+                ldsm_x4_trans(smem_u32(&vs[st][v_row * D + ((c ^ (v_row & 7)) * 8)]), b);
+#pragma unroll
+                for (int h = 0; h < HALVES; ++h) {
+                    o[nt][2 * h] *= corr[h];
+                    o[nt][2 * h + 1] *= corr[h];
+                    o[nt + 1][2 * h] *= corr[h];
+                    o[nt + 1][2 * h + 1] *= corr[h];
+                }
+                mma16(o[nt], pa, b[0], b[1]);
+                mma16(o[nt + 1], pa, b[2], b[3]);
+            }
         }
-        __syncwarp();  // every lane's ldmatrix of slot st is done before it is refilled
+        block_sync<NW>();  // every thread's ldmatrix of slot st is done before it is refilled
     }
     cp_async_wait<0>();
 
@@ -279,14 +295,16 @@ static __device__ __forceinline__ void paged_attn_mma(const PagedAttnParams &p) 
     }
 }
 
-// paged_attn_mma<G>_d<D>: one token a warp (decode, trees). paged_attn_mmaq<G>_d<D>: 16 / G chain
-// tokens of a sequence a warp (verification, prefill), so their K/V is read once, not per token.
+// paged_attn_mma<G>_d<D>: one token a one-warp block (decode, trees). paged_attn_mmaq<G>_d<D>:
+// MMA_TILE_WARPS(G) warps of 16 / G chain tokens each (verification, prefill) share a block and
+// its K/V tiles, so those tokens' K/V is read once, not once a token.
 #define MMA_KERNEL(G, D)                                                                           \
     extern "C" __global__ void __launch_bounds__(32) paged_attn_mma##G##_d##D##_kernel(PagedAttnParams p) { \
-        paged_attn_mma<G, D, 1>(p);                                                                \
+        paged_attn_mma<G, D, 1, 1>(p);                                                             \
     }                                                                                              \
-    extern "C" __global__ void __launch_bounds__(32) paged_attn_mmaq##G##_d##D##_kernel(PagedAttnParams p) { \
-        paged_attn_mma<G, D, 16 / G>(p);                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * MMA_TILE_WARPS(G))                           \
+        paged_attn_mmaq##G##_d##D##_kernel(PagedAttnParams p) {                                    \
+        paged_attn_mma<G, D, 16 / G, MMA_TILE_WARPS(G)>(p);                                        \
     }
 #define MMA_KERNELS(G) MMA_KERNEL(G, 64) MMA_KERNEL(G, 128)
 MMA_KERNELS(1)

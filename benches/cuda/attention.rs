@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
     let ceiling = common::copy_gbps(&dev);
     let shape = ops::HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
     for &(batch, ctx) in &[(1usize, 4096usize), (1, 32768), (32, 2048), (32, 4096), (64, 1024)] {
-        let Setup { meta, mut cache, q, mut out, bytes } = setup(&dev, shape, batch, ctx, 1);
+        let Setup { meta, mut cache, q, mut out, bytes, .. } = setup(&dev, shape, batch, ctx, 1);
         for path in [ops::AttnPath::Mma, ops::AttnPath::Gqa, ops::AttnPath::Generic] {
             let splits = match path {
                 ops::AttnPath::Mma | ops::AttnPath::MmaPerToken | ops::AttnPath::Gqa => {
@@ -87,10 +87,14 @@ fn bench(c: &mut Criterion) {
     // Verification of L + 1 = 5 tokens a sequence: query tiles against one token a warp.
     for &(batch, ctx) in &[(1usize, 4096usize), (32, 1024), (64, 1024), (128, 512)] {
         let n = 5;
-        let Setup { meta, mut cache, q, mut out, bytes } = setup(&dev, shape, batch, ctx, n);
+        let Setup { flat, meta, mut cache, q, mut out, bytes } = setup(&dev, shape, batch, ctx, n);
         let t = batch * n;
         for path in [ops::AttnPath::Mma, ops::AttnPath::MmaPerToken] {
-            let splits = ops::attn_splits_for(path, t, shape, ctx + n, dev.sm_count as usize);
+            // Each with the split rule the backend would apply to it.
+            let splits = match path {
+                ops::AttnPath::Mma => ops::step_splits(&flat, shape, dev.sm_count as usize),
+                _ => ops::attn_splits_for(path, t, shape, ctx + n, dev.sm_count as usize),
+            };
             let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2)).unwrap();
             let mut run = || {
                 ops::paged_attn_on(&dev, &q, shape.q_dim(), &mut cache, 0, &meta, shape, &mut out, &mut partial, splits, path)
@@ -106,6 +110,7 @@ fn bench(c: &mut Criterion) {
 /// A step of `batch` sequences with `ctx` cached positions and `n` new chain tokens each,
 /// its K/V cache filled at random.
 struct Setup {
+    flat: verify_pd::backend::cuda::plan::FlatPlan,
     meta: ops::AttnMeta,
     cache: ops::KvCache,
     q: cudarc::driver::CudaSlice<f32>,
@@ -137,7 +142,7 @@ fn setup(dev: &verify_pd::backend::cuda::device::Device, shape: ops::HeadShape, 
     let q = dev.upload(&common::rand_f32(batch * n * shape.q_dim(), 1)).unwrap();
     let out = dev.alloc::<u16>(batch * n * shape.q_dim()).unwrap();
     let bytes = (batch * (ctx + n) * shape.kv_dim() * 2 * 2) as f64;
-    Setup { meta, cache, q, out, bytes }
+    Setup { flat: f, meta, cache, q, out, bytes }
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

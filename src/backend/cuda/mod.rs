@@ -785,12 +785,21 @@ mod tests {
         // Chains in tiles of 4 (1 + 2 + 4), tree tokens alone (7).
         assert_eq!(f.query_tiles(4), 14);
         assert_eq!(f.query_tiles(1), f.tokens.len());
-        // One sequence verifying 5 tokens at 4096: 2 tiles x 8 KV heads a split, so more splits
-        // than counting 5 tokens (26) would give, up to one per 128 positions.
+        // One sequence verifying 5 tokens at 4096 (G = 4: two warps of 4 tokens a block): one
+        // block x 8 KV heads a split, so more splits than counting 5 tokens (26) would give,
+        // up to one per 128 positions.
         let llama = HeadShape { n_heads: 32, n_kv_heads: 8, head_dim: 128 };
         let verify = StepPlan { seqs: vec![seq(5, 4096, None, 0)] };
         let f = plan::FlatPlan::build(&verify, 300, 16, 2).unwrap();
         assert_eq!(ops::attn_splits(5, llama, f.max_context, 132), 26);
         assert_eq!(ops::step_splits(&f, llama, 132), 33);
+        // 64 sequences verifying 5 tokens at 1024: 64 blocks x 8 KV heads, two splits fill a wave.
+        let verify = StepPlan { seqs: (0..64).map(|s| seq(5, 1024, None, 300 * s)).collect() };
+        let f = plan::FlatPlan::build(&verify, 64 * 300, 16, 2).unwrap();
+        assert_eq!(ops::step_splits(&f, llama, 132), 2);
+        // Decode counts tokens.
+        let decode = StepPlan { seqs: (0..64).map(|s| seq(1, 1024, None, 300 * s)).collect() };
+        let f = plan::FlatPlan::build(&decode, 64 * 300, 16, 2).unwrap();
+        assert_eq!(ops::step_splits(&f, llama, 132), ops::attn_splits(64, llama, 1025, 132));
     }
 }

@@ -355,6 +355,17 @@ pub enum AttnPath {
 pub const MAX_GQA_GROUP: usize = 8;
 /// Rows of the tensor-core kernel's m16n8k16 tiles: a query tile is 16 / G tokens.
 const MMA_TILE_ROWS: usize = 16;
+
+/// Warps of a `paged_attn_mmaq` block for query group `g`: enough tiles of 16 / G tokens for
+/// 8 chain tokens (MMA_TILE_WARPS in attention_mma.cu, which must agree).
+fn mma_tile_warps(g: usize) -> usize {
+    8usize.div_ceil(MMA_TILE_ROWS / g.max(1))
+}
+
+/// Chain tokens of one sequence a `paged_attn_mmaq` block takes together.
+fn mma_block_tokens(g: usize) -> usize {
+    (MMA_TILE_ROWS / g.max(1)) * mma_tile_warps(g)
+}
 const GQA_WARPS: u32 = 4;
 /// The 48 KiB of shared memory a block gets without opting in.
 const SMEM_DEFAULT: u32 = 48 << 10;
@@ -411,13 +422,13 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
 }
 
 /// [`attn_splits`] for a flattened step on the kernel [`paged_attn`] will pick: on the
-/// tensor-core path a warp takes a query tile of up to 16 / G chain tokens, so a split has as
-/// many blocks as the step has tiles, not tokens.
+/// tensor-core path a block takes up to 8 or more chain tokens of a sequence (a tile of 16 / G
+/// a warp), so a split has as many blocks as the step has such groups, not tokens.
 pub fn step_splits(flat: &super::plan::FlatPlan, shape: HeadShape, sm_count: usize) -> usize {
     let path = attn_path(shape, flat.max_tree);
     let g = shape.n_heads / shape.n_kv_heads.max(1);
     let blocks = match path {
-        AttnPath::Mma => flat.query_tiles(MMA_TILE_ROWS / g.max(1)),
+        AttnPath::Mma if flat.tokens.len() > flat.seq_is_tree.len() => flat.query_tiles(mma_block_tokens(g)),
         _ => flat.tokens.len(),
     };
     attn_splits_for(path, blocks, shape, flat.max_context, sm_count)
@@ -487,8 +498,9 @@ pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Re
             let by_d = usize::from(p.head_dim == 128);
             // Dynamic shared memory: the ancestor list of a tree token (static: the staging ring).
             let smem = p.max_tree * 4;
-            let name = NAMES[usize::from(path == AttnPath::Mma)][by_d][g - 1];
-            launch(dev, name, cfg((p.tokens, p.n_kv_heads, p.num_splits), 32, smem), p)?;
+            let tiled = path == AttnPath::Mma;
+            let warps = if tiled { mma_tile_warps(g) } else { 1 };
+            launch(dev, NAMES[usize::from(tiled)][by_d][g - 1], cfg((p.tokens, p.n_kv_heads, p.num_splits), 32 * warps as u32, smem), p)?;
         }
         AttnPath::Gqa => {
             // By head size: compiled for D = 64 and 128 (folded index math), any D otherwise.

@@ -37,8 +37,8 @@ pub struct FlatPlan {
 }
 
 impl FlatPlan {
-    /// Query tiles of the step when a warp takes up to `per_tile` consecutive chain tokens of a
-    /// sequence and a tree token goes alone (the tensor-core attention kernel's blocks a split).
+    /// Attention blocks of the step when a block takes up to `per_tile` consecutive chain
+    /// tokens of a sequence and a tree token goes alone (the tensor-core kernel's blocks a split).
     pub fn query_tiles(&self, per_tile: usize) -> usize {
         let per_tile = per_tile.max(1);
         (0..self.seq_is_tree.len())
