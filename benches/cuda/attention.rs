@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
         for path in [ops::AttnPath::Mma, ops::AttnPath::MmaPerToken] {
             // Each with the split rule the backend would apply to it.
             let splits = match path {
-                ops::AttnPath::Mma => ops::step_splits(&flat, shape, dev.sm_count as usize),
+                ops::AttnPath::Mma => ops::step_splits(&flat, shape, dev.sm_count as usize, true),
                 _ => ops::attn_splits_for(path, t, shape, ctx + n, dev.sm_count as usize),
             };
             let mut partial = dev.alloc::<f32>(splits * t * shape.n_heads * (shape.head_dim + 2)).unwrap();

@@ -13,6 +13,12 @@
 //! `graph` run the fused GEMV path, the default.
 //!
 //! The K/V context is 128 positions, so the cache adds 0.4% (8B) to the bytes.
+//!
+//! Then the 8B verify step at 128 running requests: each sequence's L + 1 = 5 chain tokens at
+//! 512 cached positions (ShareGPT-sized), `stream` timing, with the attention's query tiles
+//! (the default) and with one token a warp (`CudaBackend::set_query_tiles(false)`). Its floor
+//! here is the bytes (weights plus every sequence's K/V once) over the copy rate; at 640 tokens
+//! the GEMMs are near the compute ridge, so the floor is optimistic.
 #[path = "common.rs"]
 mod common;
 
@@ -130,6 +136,57 @@ fn main() {
             );
         }
     }
+    verify_step(ceiling);
+}
+
+/// The 8B verify step of 128 sequences × 5 tokens at 512 cached positions, query tiles on
+/// and off.
+fn verify_step(ceiling: f64) {
+    let (batch, n, ctx, bs) = (128usize, 5usize, 512usize, 16usize);
+    let cfg = Preset::Llama3_8b.config();
+    let per = (ctx + n).div_ceil(bs);
+    let mut be = match CudaBackend::random(cfg.clone(), batch * per, bs, 0, 11) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("verify_step: skipped: {e}");
+            return;
+        }
+    };
+    let plan = StepPlan {
+        seqs: (0..batch)
+            .map(|s| SeqStep {
+                tokens: vec![7; n],
+                start_pos: ctx,
+                block_table: ((s * per) as u32..((s + 1) * per) as u32).collect(),
+                tree_parents: None,
+                logits: LogitsWanted::All,
+            })
+            .collect(),
+    };
+    let layers = cfg.num_hidden_layers;
+    let kv_bytes = batch * 2 * layers * (ctx + n) * cfg.num_key_value_heads * cfg.head_dim * 2;
+    let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+    let floor = bytes / (ceiling * 1e9);
+    let mut times = Vec::new();
+    for tiles in [true, false] {
+        be.set_query_tiles(tiles);
+        let step = be.prepare_step(&plan, layers).expect("prepare");
+        be.launch_step(&step).expect("launch");
+        be.read_logits(&step).expect("sync");
+        let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+        times.push(median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch")));
+    }
+    for (how, secs) in ["tiles", "per-token"].iter().zip(&times) {
+        println!(
+            "{} verify_step llama3-8b {batch}x{n} ctx={ctx} {how:<10} {:>8.3} ms  floor {:>6.3} ms ({:.2} GB / {ceiling:.0} GB/s)  {:>5.1}% of floor",
+            be.device().name,
+            secs * 1e3,
+            floor * 1e3,
+            bytes / 1e9,
+            100.0 * floor / secs
+        );
+    }
+    println!("verify_step llama3-8b: per-token / tiles = {:.2}x", times[1] / times[0]);
 }
 
 /// Median seconds per step over 15 timed batches of 10 steps, between device events on the

@@ -125,6 +125,8 @@ pub struct CudaBackend {
     graphs: Option<graphs::DecodeGraphs>,
     /// Decode-sized steps through the fused GEMV kernels (default) rather than cuBLAS.
     gemv: bool,
+    /// Chain tokens share the tensor-core attention kernel's query tiles (default).
+    query_tiles: bool,
     /// The lane it runs on ([`lanes`]); last, so that the lanes outlive every buffer above.
     lanes: lanes::Bound,
 }
@@ -281,6 +283,7 @@ impl CudaBackend {
             ws_generation: 0,
             graphs: None,
             gemv: true,
+            query_tiles: true,
             lanes,
         })
     }
@@ -352,7 +355,7 @@ impl CudaBackend {
     /// Invalid plans (as the CPU backend), device allocation or copy failures.
     pub fn prepare_step(&mut self, plan: &StepPlan, num_layers: usize) -> Result<PreparedStep> {
         let flat = FlatPlan::build(plan, self.cache.num_blocks, self.cache.block_size, self.config.vocab_size)?;
-        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize);
+        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize, self.query_tiles);
         self.prepare_flat(flat, num_layers, splits)
     }
 
@@ -391,6 +394,10 @@ impl CudaBackend {
         let cfg = &self.config;
         let (h, ff, eps, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.rms_norm_eps, cfg.vocab_size);
         let (t, r, splits) = (st.tokens, st.logit_rows, st.splits);
+        let attn_path = match ops::attn_path(s, st.meta.max_tree) {
+            ops::AttnPath::Mma if !self.query_tiles => ops::AttnPath::MmaPerToken,
+            path => path,
+        };
         let d = &self.dev;
         // Steps of at most FUSED_MAX_T tokens take the fused GEMV path (five launches a layer,
         // gemv.rs); larger ones cuBLAS and the separate RMSNorm, RoPE and SwiGLU kernels.
@@ -416,7 +423,7 @@ impl CudaBackend {
                 ops::gemm(d, &ws.hn, &lw.wqkv, 0, &mut ws.qkv, t, h, s.qkv_dim(), 0.0)?;
                 ops::rope_kv(d, &mut ws.qkv, &st.positions, &st.slots, &w.inv_freq, &mut self.cache, l, s, t)?;
             }
-            ops::paged_attn(
+            ops::paged_attn_on(
                 d,
                 &ws.qkv,
                 s.qkv_dim(),
@@ -427,6 +434,7 @@ impl CudaBackend {
                 &mut ws.attn,
                 &mut ws.partial,
                 splits,
+                attn_path,
             )?;
             if fused {
                 let residual = GemvOut::F32 { y: &mut ws.x, beta: 1.0 };
@@ -521,6 +529,12 @@ impl CudaBackend {
         }
     }
 
+    /// Runs the tensor-core attention with query tiles (`true`, the default: a sequence's chain
+    /// tokens share each K/V read) or one token a warp, for side-by-side benches.
+    pub fn set_query_tiles(&mut self, on: bool) {
+        self.query_tiles = on;
+    }
+
     /// The lanes that executors made by [`Backend::fork_executor`] run on: `lanes.prefill`, and
     /// with [`lanes::Lanes::confined_prefill`] `lanes.prefill_whole` while not
     /// [`Backend::confine`]d. Without them forks run on a stream of their own at the default
@@ -547,7 +561,7 @@ impl CudaBackend {
                 return ran;
             }
         }
-        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize);
+        let splits = ops::step_splits(&flat, self.shape, self.dev.sm_count as usize, self.query_tiles);
         let step = self.prepare_flat(flat, num_layers, splits)?;
         self.launch_step(&step)?;
         Ok(graphs::RanStep { rows: step.logit_rows, row_start: step.row_start.clone(), step: Some(step) })
@@ -623,6 +637,7 @@ impl Backend for CudaBackend {
             ws_generation: 0,
             graphs: None,
             gemv: self.gemv,
+            query_tiles: self.query_tiles,
             lanes: lanes::Bound::default(),
         };
         if let Some((lane, _)) = &self.fork_lanes {
@@ -792,14 +807,15 @@ mod tests {
         let verify = StepPlan { seqs: vec![seq(5, 4096, None, 0)] };
         let f = plan::FlatPlan::build(&verify, 300, 16, 2).unwrap();
         assert_eq!(ops::attn_splits(5, llama, f.max_context, 132), 26);
-        assert_eq!(ops::step_splits(&f, llama, 132), 33);
+        assert_eq!(ops::step_splits(&f, llama, 132, true), 33);
+        assert_eq!(ops::step_splits(&f, llama, 132, false), 26);
         // 64 sequences verifying 5 tokens at 1024: 64 blocks x 8 KV heads, two splits fill a wave.
         let verify = StepPlan { seqs: (0..64).map(|s| seq(5, 1024, None, 300 * s)).collect() };
         let f = plan::FlatPlan::build(&verify, 64 * 300, 16, 2).unwrap();
-        assert_eq!(ops::step_splits(&f, llama, 132), 2);
+        assert_eq!(ops::step_splits(&f, llama, 132, true), 2);
         // Decode counts tokens.
         let decode = StepPlan { seqs: (0..64).map(|s| seq(1, 1024, None, 300 * s)).collect() };
         let f = plan::FlatPlan::build(&decode, 64 * 300, 16, 2).unwrap();
-        assert_eq!(ops::step_splits(&f, llama, 132), ops::attn_splits(64, llama, 1025, 132));
+        assert_eq!(ops::step_splits(&f, llama, 132, true), ops::attn_splits(64, llama, 1025, 132));
     }
 }

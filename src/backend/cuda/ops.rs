@@ -423,12 +423,13 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
 
 /// [`attn_splits`] for a flattened step on the kernel [`paged_attn`] will pick: on the
 /// tensor-core path a block takes up to 8 or more chain tokens of a sequence (a tile of 16 / G
-/// a warp), so a split has as many blocks as the step has such groups, not tokens.
-pub fn step_splits(flat: &super::plan::FlatPlan, shape: HeadShape, sm_count: usize) -> usize {
+/// a warp), so a split has as many blocks as the step has such groups, not tokens. `tiles`
+/// off: one token a block ([`AttnPath::MmaPerToken`]).
+pub fn step_splits(flat: &super::plan::FlatPlan, shape: HeadShape, sm_count: usize, tiles: bool) -> usize {
     let path = attn_path(shape, flat.max_tree);
     let g = shape.n_heads / shape.n_kv_heads.max(1);
     let blocks = match path {
-        AttnPath::Mma if flat.tokens.len() > flat.seq_is_tree.len() => flat.query_tiles(mma_block_tokens(g)),
+        AttnPath::Mma if tiles && flat.tokens.len() > flat.seq_is_tree.len() => flat.query_tiles(mma_block_tokens(g)),
         _ => flat.tokens.len(),
     };
     attn_splits_for(path, blocks, shape, flat.max_context, sm_count)
