@@ -16,9 +16,10 @@
 //!
 //! Then the 8B verify step at 128 running requests: each sequence's L + 1 = 5 chain tokens at
 //! 512 cached positions (ShareGPT-sized), `stream` timing, with the attention's query tiles
-//! (the default) and with one token a warp (`CudaBackend::set_query_tiles(false)`). Its floor
-//! here is the bytes (weights plus every sequence's K/V once) over the copy rate; at 640 tokens
-//! the GEMMs are near the compute ridge, so the floor is optimistic.
+//! (the default) and with one token a warp (`CudaBackend::set_query_tiles(false)`). Two floors:
+//! the bytes (weights plus every sequence's K/V once) over the copy rate, and the step's
+//! 2 · parameters · tokens FLOPs, printed for dividing by the GEMM rate of the same call
+//! (tools/gpu-ceiling.py): at 640 tokens the step is bound by compute, not bandwidth.
 #[path = "common.rs"]
 mod common;
 
@@ -186,7 +187,12 @@ fn verify_step(ceiling: f64) {
             100.0 * floor / secs
         );
     }
-    println!("verify_step llama3-8b: per-token / tiles = {:.2}x", times[1] / times[0]);
+    // bf16: one parameter per two weight bytes, two FLOPs a parameter a token.
+    let tflop = step_weight_bytes(&cfg) as f64 * (batch * n) as f64 / 1e12;
+    println!(
+        "verify_step llama3-8b: per-token / tiles = {:.2}x; {tflop:.2} TFLOP a step (compute floor = that / GEMM rate)",
+        times[1] / times[0]
+    );
 }
 
 /// Median seconds per step over 15 timed batches of 10 steps, between device events on the
