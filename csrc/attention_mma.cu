@@ -8,12 +8,15 @@
 // loads and so stalls on issue, not on memory (docs/perf.md, run L); here a 16-position tile
 // costs 32 mma and 16 ldmatrix per warp, and the loads of the next tiles stay in flight.
 //
-// One warp per (query tile, KV head, split). A query tile is one token (decode, tree tokens) or,
-// in paged_attn_mmaq, up to 16 / G consecutive chain tokens of one sequence (verification,
-// prefill chunks): their K/V is then staged once for all of them, not once a token, which is
-// what a verify forward of L + 1 tokens a sequence spent its time on (docs/perf.md, "Verify
-// attention"). Row ρ of the m16n8k16 products is head ρ % G of the tile's token ρ / G (rows
-// past the tile's heads are zero), each masked at its own token's causal end:
+// One block per (query group, KV head, split). In paged_attn_mma the group is one token
+// (decode, tree tokens) and the block one warp. In paged_attn_mmaq (verification, prefill
+// chunks) it is up to MMA_TILE_WARPS(G) · 16 / G consecutive chain tokens of one sequence,
+// at least 8: each warp takes a query tile of 16 / G of them, and the warps share the
+// block's staged K/V tiles. A sequence's K/V is then read once for all of them, not once a
+// token, and once a token is what a verify forward of L + 1 tokens a sequence spent its time
+// on (docs/perf.md, "Verify attention"). Row ρ of a warp's m16n8k16 products is head ρ % G
+// of its tile's token ρ / G (rows past the tile's heads are zero), each masked at its own
+// token's causal end:
 //   S  = Q · Kᵀ  : A = Q (16 rows × 16 dims, registers), B = Kᵀ (ldmatrix of K rows), per
 //                  8 positions;
 //   O += P · V   : A = P, the score fragment itself rounded to bf16 (FlashAttention-2's
@@ -21,7 +24,7 @@
 // The softmax runs in base 2 (q pre-scaled by log2 e); the split partial stores its max in
 // natural units, as attn_combine_kernel expects. K/V tiles of 16 positions go through a ring
 // of MMA_STAGES shared buffers, their 16-byte chunks XOR-swizzled by row so that ldmatrix
-// reads no bank twice. A split covers whole tiles of the tile's last token. Positions past the
+// reads no bank twice. A split covers whole tiles of the group's last token. Positions past the
 // split's end are loaded as zeros (cp.async zero-fill: no NaN from stale memory can reach
 // P · V) and masked to -inf; a row that sees nothing in a split leaves max -inf and sum 0,
 // which attn_combine_kernel skips.

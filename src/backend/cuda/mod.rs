@@ -779,7 +779,7 @@ mod tests {
     }
 
     #[test]
-    fn query_tiles_set_the_blocks_a_split() {
+    fn query_tile_blocks_set_the_splits() {
         use crate::backend::{LogitsWanted, SeqStep, StepPlan};
         let seq = |n: usize, start: usize, tree: Option<Vec<i32>>, first: u32| SeqStep {
             tokens: vec![1; n],
@@ -797,9 +797,9 @@ mod tests {
             ],
         };
         let f = plan::FlatPlan::build(&mixed, 1200, 16, 2).unwrap();
-        // Chains in tiles of 4 (1 + 2 + 4), tree tokens alone (7).
-        assert_eq!(f.query_tiles(4), 14);
-        assert_eq!(f.query_tiles(1), f.tokens.len());
+        // Chains in blocks of 4 tokens (1 + 2 + 4), tree tokens alone (7).
+        assert_eq!(f.attn_blocks(4), 14);
+        assert_eq!(f.attn_blocks(1), f.tokens.len());
         // One sequence verifying 5 tokens at 4096 (G = 4: two warps of 4 tokens a block): one
         // block x 8 KV heads a split, so more splits than counting 5 tokens (26) would give,
         // up to one per 128 positions.

@@ -421,7 +421,7 @@ pub fn attn_splits(tokens: usize, shape: HeadShape, max_context: usize, sm_count
     attn_splits_for(attn_path(shape, 0), tokens, shape, max_context, sm_count)
 }
 
-/// [`attn_splits`] for a flattened step on the kernel [`paged_attn`] will pick: on the
+/// [`attn_splits`] for a flattened step on the kernel [`attn_path`] picks: on the
 /// tensor-core path a block takes up to 8 or more chain tokens of a sequence (a tile of 16 / G
 /// a warp), so a split has as many blocks as the step has such groups, not tokens. `tiles`
 /// off: one token a block ([`AttnPath::MmaPerToken`]).
@@ -429,7 +429,7 @@ pub fn step_splits(flat: &super::plan::FlatPlan, shape: HeadShape, sm_count: usi
     let path = attn_path(shape, flat.max_tree);
     let g = shape.n_heads / shape.n_kv_heads.max(1);
     let blocks = match path {
-        AttnPath::Mma if tiles && flat.tokens.len() > flat.seq_is_tree.len() => flat.query_tiles(mma_block_tokens(g)),
+        AttnPath::Mma if tiles && flat.tokens.len() > flat.seq_is_tree.len() => flat.attn_blocks(mma_block_tokens(g)),
         _ => flat.tokens.len(),
     };
     attn_splits_for(path, blocks, shape, flat.max_context, sm_count)
@@ -562,29 +562,11 @@ pub fn paged_attn_launch(dev: &Device, p: PagedAttnParams, path: AttnPath) -> Re
     Ok(())
 }
 
-/// Attention of every new token over its visible cache slots in layer `layer`.
-/// `q` is `[tokens, q_stride]` f32 (rotated), `out` `[tokens, n_heads · head_dim]` bf16,
-/// `partial` a workspace of at least `splits · tokens · n_heads · (head_dim + 2)` f32 when
-/// `splits > 1`.
-#[allow(clippy::too_many_arguments)]
-pub fn paged_attn(
-    dev: &Device,
-    q: &CudaSlice<f32>,
-    q_stride: usize,
-    cache: &mut KvCache,
-    layer: usize,
-    meta: &AttnMeta,
-    shape: HeadShape,
-    out: &mut CudaSlice<u16>,
-    partial: &mut CudaSlice<f32>,
-    splits: usize,
-) -> Result<()> {
-    let path = attn_path(shape, meta.max_tree);
-    paged_attn_on(dev, q, q_stride, cache, layer, meta, shape, out, partial, splits, path)
-}
-
-/// [`paged_attn`] on a chosen kernel (the checks run each). A path the shape does not allow
-/// ([`attn_path_allowed`]) falls back to the generic kernel.
+/// Attention of every new token over its visible cache slots in layer `layer`, on the kernel
+/// `path` (the backend passes [`attn_path`]'s; the checks run each). `q` is `[tokens,
+/// q_stride]` f32 (rotated), `out` `[tokens, n_heads · head_dim]` bf16, `partial` a workspace
+/// of at least `splits · tokens · n_heads · (head_dim + 2)` f32 when `splits > 1`. A path the
+/// shape does not allow ([`attn_path_allowed`]) falls back to the generic kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attn_on(
     dev: &Device,

@@ -37,14 +37,14 @@ pub struct FlatPlan {
 }
 
 impl FlatPlan {
-    /// Attention blocks of the step when a block takes up to `per_tile` consecutive chain
+    /// Attention blocks of the step when a block takes up to `per_block` consecutive chain
     /// tokens of a sequence and a tree token goes alone (the tensor-core kernel's blocks a split).
-    pub fn query_tiles(&self, per_tile: usize) -> usize {
-        let per_tile = per_tile.max(1);
+    pub fn attn_blocks(&self, per_block: usize) -> usize {
+        let per_block = per_block.max(1);
         (0..self.seq_is_tree.len())
             .map(|s| {
                 let n = (self.seq_tok_start[s + 1] - self.seq_tok_start[s]) as usize;
-                if self.seq_is_tree[s] != 0 { n } else { n.div_ceil(per_tile) }
+                if self.seq_is_tree[s] != 0 { n } else { n.div_ceil(per_block) }
             })
             .sum()
     }
