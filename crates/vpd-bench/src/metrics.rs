@@ -41,6 +41,10 @@ pub struct RequestRecord {
     pub output_tokens: Option<usize>,
     /// A failed request counts in `failed` and in no latency metric.
     pub error: Option<String>,
+    /// Draft tokens this request had verified, and how many were accepted (speculating
+    /// policies of the in-process benchmark; 0 elsewhere).
+    pub drafted: u64,
+    pub accepted: u64,
 }
 
 impl RequestRecord {
@@ -219,6 +223,43 @@ impl AcceptanceSummary {
     }
 }
 
+/// The requests of one acceptance quartile and their TPOT.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct AcceptanceBand {
+    /// The band's lowest and highest per-request acceptance rate (accepted / drafted).
+    pub rate_lo: f64,
+    pub rate_hi: f64,
+    pub tpot_ms: Dist,
+}
+
+/// Splits the requests that had drafts verified and have a TPOT into four bands by their own
+/// acceptance rate (lowest first; the first bands take the remainder of an uneven split).
+/// Empty when fewer than four such requests.
+pub fn tpot_by_acceptance(records: &[RequestRecord]) -> Vec<AcceptanceBand> {
+    let mut rated: Vec<(f64, f64)> = records
+        .iter()
+        .filter(|r| r.ok() && r.drafted > 0)
+        .filter_map(|r| Some((r.accepted as f64 / r.drafted as f64, r.tpot_s()?)))
+        .collect();
+    if rated.len() < 4 {
+        return Vec::new();
+    }
+    rated.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (n, mut start) = (rated.len(), 0);
+    (0..4)
+        .map(|q| {
+            let end = start + n / 4 + usize::from(q < n % 4);
+            let band = &rated[start..end];
+            start = end;
+            AcceptanceBand {
+                rate_lo: band[0].0,
+                rate_hi: band[band.len() - 1].0,
+                tpot_ms: Dist::from_seconds(band.iter().map(|b| b.1).collect()),
+            }
+        })
+        .collect()
+}
+
 /// What the draft-length controller saw and believed over a run (`three-lane-adaptive`), so
 /// that a run shows why it chose the L it did: its fitted step costs at a few sizes, the load
 /// it was given, and how many draft steps fed its cost model.
@@ -294,6 +335,11 @@ pub struct Summary {
     pub acceptance: Option<AcceptanceSummary>,
     /// `l_histogram[L]` = decode steps that drafted L tokens (L = 0: plain steps).
     pub l_histogram: Vec<u64>,
+    /// TPOT of the requests in each quartile of their own acceptance rate, lowest first
+    /// (speculating in-process runs; empty elsewhere): whether the TPOT tail is the requests
+    /// whose drafts the target rejects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tpot_by_acceptance: Vec<AcceptanceBand>,
     /// The controller's view, for `three-lane-adaptive` runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerSummary>,
@@ -359,6 +405,7 @@ pub fn summarize(records: &[RequestRecord], duration_s: f64, slo: Option<Slo>) -
     s.tpot_ms = Dist::from_seconds(tpot);
     s.itl_ms = Dist::from_seconds(itl);
     s.e2el_ms = Dist::from_seconds(e2el);
+    s.tpot_by_acceptance = tpot_by_acceptance(records);
     Ok(s)
 }
 
@@ -377,6 +424,27 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9 * b.abs().max(1.0)
+    }
+
+    /// Nine requests, acceptance i/10 and TPOT (10 − i)·10 ms for i = 1..=9, split 3/2/2/2:
+    /// the lowest band holds rates 0.1–0.3 and TPOT 70–90 ms. A request without drafts and a
+    /// failed one are left out.
+    #[test]
+    fn tpot_bands_by_acceptance() {
+        let mut rs: Vec<RequestRecord> = (1..=9u32)
+            .map(|i| RequestRecord {
+                drafted: 10,
+                accepted: u64::from(i),
+                ..rec(0.0, &[(0.1, 1), (0.1 + 0.01 * f64::from(10 - i), 1)])
+            })
+            .collect();
+        rs.push(rec(0.0, &[(0.1, 1), (0.9, 1)]));
+        rs.push(RequestRecord { drafted: 10, error: Some("x".into()), ..rec(0.0, &[(0.1, 1), (0.9, 1)]) });
+        let b = tpot_by_acceptance(&rs);
+        assert_eq!(b.iter().map(|b| b.tpot_ms.count).collect::<Vec<_>>(), vec![3, 2, 2, 2]);
+        assert!(close(b[0].rate_lo, 0.1) && close(b[0].rate_hi, 0.3) && close(b[3].rate_hi, 0.9));
+        assert!(close(b[0].tpot_ms.p50, 80.0) && close(b[3].tpot_ms.p50, 15.0));
+        assert!(tpot_by_acceptance(&rs[..3]).is_empty());
     }
 
     #[test]

@@ -131,7 +131,32 @@ impl Report {
                 s.l_histogram
             ));
         }
+        m.push_str(&self.acceptance_markdown());
         m.push_str(&self.controller_markdown());
+        m
+    }
+
+    /// TPOT by each request's own acceptance rate, one row per speculating run; empty without
+    /// one.
+    fn acceptance_markdown(&self) -> String {
+        let runs: Vec<&RunResult> = self.runs.iter().filter(|r| !r.summary.tpot_by_acceptance.is_empty()).collect();
+        if runs.is_empty() {
+            return String::new();
+        }
+        let mut m = String::from(
+            "\nTPOT p50 / p99 (ms) by each request's acceptance rate, in quartiles (rates in brackets).\n\n\
+             | policy | rate (req/s) | lowest quarter | second | third | highest quarter |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for r in runs {
+            let bands: Vec<String> = r
+                .summary
+                .tpot_by_acceptance
+                .iter()
+                .map(|b| format!("{:.1} / {:.1} [{:.2}–{:.2}]", b.tpot_ms.p50, b.tpot_ms.p99, b.rate_lo, b.rate_hi))
+                .collect();
+            m.push_str(&format!("| {} | {} | {} |\n", r.policy, r.request_rate, bands.join(" | ")));
+        }
         m
     }
 
@@ -348,6 +373,27 @@ mod tests {
         assert!(md.contains("ttft:100,tpot:20"));
         assert!(md.contains("17000 conversations read, file truncated"));
         assert!(!md.contains("Controller:"), "no controller section without an adaptive run");
+        assert!(!md.contains("by each request's acceptance"), "no bands without per-request acceptance");
+    }
+
+    #[test]
+    fn markdown_bands_tpot_by_each_requests_acceptance() {
+        let mut r = report();
+        let recs: Vec<RequestRecord> = (0..8u64)
+            .map(|i| RequestRecord {
+                send_s: 0.0,
+                chunks: vec![Chunk { t_s: 0.1, tokens: 1 }, Chunk { t_s: 0.2 + 0.01 * i as f64, tokens: 1 }],
+                drafted: 10,
+                accepted: 10 - i,
+                ..Default::default()
+            })
+            .collect();
+        r.runs[1].summary.tpot_by_acceptance = crate::metrics::tpot_by_acceptance(&recs);
+        let md = r.markdown();
+        let row = md.lines().find(|l| l.starts_with("| vpd-lanes | 2 |") && l.contains("[0.")).expect("a bands row");
+        // Lowest quarter: acceptance 0.3 and 0.4, TPOT 170 and 160 ms.
+        assert!(row.contains("| 165.0 / 169.9 [0.30–0.40] |"), "{row}");
+        assert_eq!(md.matches("–").count(), 4, "one row only: {md}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl<B: Backend> Runtime<'_, '_, B> {
             .ok_or_else(|| internal("verified a request without a cache"))?;
         let cached = r.cached;
         self.engine.blocks_mut().truncate(seq, cached)?;
+        r.record.drafted += drafted as u64;
+        r.record.accepted += k as u64;
         self.metrics.verifies += 1;
         self.metrics.drafted += drafted as u64;
         self.metrics.accepted += k as u64;
