@@ -46,6 +46,7 @@ fn main() {
         .header("csrc/include/vpd_params.h")
         .allowlist_type(".*Params")
         .allowlist_var("GEMV_.*")
+        .allowlist_var("MMA_(TILE|BLOCK_TOKENS)")
         .layout_tests(true)
         .generate()
         .expect("bindgen failed on csrc/include/vpd_params.h (is libclang-dev installed? `make test` installs it)");

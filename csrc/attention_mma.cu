@@ -31,7 +31,6 @@
 #include "vpd_common.cuh"
 #include "vpd_params.h"
 
-#define MMA_TILE 16
 #define MMA_STAGES 3
 
 static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
@@ -74,10 +73,10 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t *>(&v);
 }
 
-// Warps of a block in the query-tile kernel: enough tiles of 16 / G tokens for 8 chain tokens,
-// so a verify forward with L <= 7 reads each sequence's K/V once. The backend computes the
-// same (backend/cuda/ops.rs, mma_tile_warps).
-#define MMA_TILE_WARPS(G) ((8 + 16 / (G) - 1) / (16 / (G)))
+// Warps of a block in the query-tile kernel: enough tiles of MMA_TILE / G tokens for
+// MMA_BLOCK_TOKENS chain tokens (vpd_params.h; the backend's mma_tile_warps).
+#define MMA_TILE_WARPS(G) \
+    ((MMA_BLOCK_TOKENS + MMA_TILE / (G) - 1) / (MMA_TILE / (G)))
 
 // Block-wide barrier; a one-warp block needs only the warp's.
 template <int NW>

@@ -184,6 +184,14 @@ typedef struct TreeVerifyParams {
     uint32_t without_replacement;
 } TreeVerifyParams;
 
+/* Tensor-core paged attention (attention_mma.cu): m16n8k16 tiles of MMA_TILE query rows and
+ * MMA_TILE cached positions. A paged_attn_mmaq block takes MMA_BLOCK_TOKENS chain tokens of
+ * one sequence or more (MMA_TILE_WARPS(G) warps, each a query tile of MMA_TILE / G tokens),
+ * so a verify forward with L < MMA_BLOCK_TOKENS reads each sequence's K/V once. The backend
+ * sizes its grids and splits from the same numbers (backend/cuda/ops.rs). */
+#define MMA_TILE 16
+#define MMA_BLOCK_TOKENS 8
+
 /* Matrix-vector products for decode-sized steps, T <= GEMV_MAX_T tokens (gemv.cu):
  *   acc[t, n] = sum_k in[t, k] * w[n, k]     (w [N, K] bf16 row-major, K % 8 == 0, f32 sums)
  * in = x (bf16), or, when x == NULL, the RMSNorm of the f32 residual fused in:

@@ -354,12 +354,12 @@ pub enum AttnPath {
 /// Largest query group (heads per KV head) the GQA kernels are instantiated for.
 pub const MAX_GQA_GROUP: usize = 8;
 /// Rows of the tensor-core kernel's m16n8k16 tiles: a query tile is 16 / G tokens.
-const MMA_TILE_ROWS: usize = 16;
+const MMA_TILE_ROWS: usize = crate::kernels::params::MMA_TILE as usize;
 
 /// Warps of a `paged_attn_mmaq` block for query group `g`: enough tiles of 16 / G tokens for
-/// 8 chain tokens (MMA_TILE_WARPS in attention_mma.cu, which must agree).
+/// `MMA_BLOCK_TOKENS` chain tokens (MMA_TILE_WARPS in attention_mma.cu, from the same header).
 fn mma_tile_warps(g: usize) -> usize {
-    8usize.div_ceil(MMA_TILE_ROWS / g.max(1))
+    (crate::kernels::params::MMA_BLOCK_TOKENS as usize).div_ceil(MMA_TILE_ROWS / g.max(1))
 }
 
 /// Chain tokens of one sequence a `paged_attn_mmaq` block takes together.
