@@ -19,6 +19,7 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
     let o = vpd(&[
         "bench", "--model", TINY, "--num-prompts", "6", "--request-rates", "4,inf", "--max-output", "6",
         "--policies", "nospec,single-lane,three-lane-adaptive", "--draft", "ngram:2", "--threads", "1", "--out", out,
+        "--controller-objective", "tpot",
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -51,7 +52,7 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
     }
     let md = std::fs::read_to_string(dir.path().join("bench.md")).unwrap();
     assert!(md.contains("three-lane-adaptive") && md.contains("| policy |"), "{md}");
-    assert!(md.contains("Controller:"), "{md}");
+    assert!(md.contains("Controller:") && md.contains("controller objective tpot"), "{md}");
     // Only the finite rate is plotted; the PNG exists and is one.
     let png = std::fs::read(dir.path().join("bench.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
@@ -71,6 +72,7 @@ fn invalid_settings_are_refused_by_name() {
         (vec!["--decode-sms", "80"], "decode_sms"),
         (vec!["--prefill-sms", "32"], "prefill_sms"),
         (vec!["--decode-sms", "80", "--prefill-sms", "32"], "prefill_sms"),
+        (vec!["--controller-objective", "fastest"], "controller-objective"),
     ] {
         let mut all = vec!["bench", "--model", TINY, "--num-prompts", "2"];
         all.extend(&args);

@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// tokens per forward (0: prefill only in its own forwards).
     #[arg(long, default_value_t = 0)]
     pub prefill_ride: usize,
+    /// three-lane-adaptive: what the choice of L maximises. goodput: accepted tokens a second
+    /// (TurboSpec); tpot: the inverse of the RMS predicted TPOT over the requests of a round,
+    /// which keeps requests with mostly rejected drafts drafting (vpd_sched::Objective).
+    #[arg(long, default_value = "goodput", value_name = "goodput|tpot")]
+    pub controller_objective: vpd_sched::Objective,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
     pub slo: Option<String>,
@@ -258,6 +263,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.prefill_thread = prefill_thread;
             cfg.prefill_ride = a.prefill_ride;
             cfg.pick_on_host = a.pick_on_host;
+            cfg.controller.objective = a.controller_objective;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -343,7 +349,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     (false, _) if a.prefill_ride > 0 => format!(", prefill rides in verify forwards up to {} tokens", a.prefill_ride),
                     (false, _) => String::new(),
                 };
-                format!("{name}, draft {} (L = {}){groups}{chunks}{graphs}{sampled}", a.draft, a.num_draft)
+                let objective = if policies.contains(&Policy::ThreeLaneAdaptive) {
+                    format!(", controller objective {}", a.controller_objective)
+                } else {
+                    String::new()
+                };
+                format!("{name}, draft {} (L = {}){groups}{chunks}{objective}{graphs}{sampled}", a.draft, a.num_draft)
             } else {
                 format!("{name}{graphs}{sampled}")
             }

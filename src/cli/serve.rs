@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// L for the fixed-L policies, Lmax for three-lane-adaptive.
     #[arg(long, default_value_t = 4)]
     pub num_draft: usize,
+    /// three-lane-adaptive: what the choice of L maximises, goodput or tpot (as `vpd bench`).
+    #[arg(long, default_value = "goodput", value_name = "goodput|tpot")]
+    pub controller_objective: vpd_sched::Objective,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Port (0 picks a free one; the address is printed).
@@ -96,6 +99,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     runtime.prefill_budget = a.prefill_budget;
     runtime.max_running = a.max_running;
     runtime.prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
+    runtime.controller.objective = a.controller_objective;
     runtime.validate()?;
     if !(a.drain_timeout.is_finite() && a.drain_timeout >= 0.0) {
         return Err(bad("drain_timeout", format!("must be finite and >= 0, got {}", a.drain_timeout)));

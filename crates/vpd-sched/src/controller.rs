@@ -49,7 +49,7 @@ use std::collections::HashMap;
 
 mod config;
 
-pub use config::{ControllerConfig, ControllerError};
+pub use config::{ControllerConfig, ControllerError, Objective};
 
 use crate::cost::{CostModel, CostPrior};
 use crate::request::RequestId;
@@ -159,12 +159,22 @@ fn e_at(alpha: f64, l: u8) -> f64 {
     sum
 }
 
-/// Aggregates of an assignment: tokens out, verify tokens, requests per tier.
+/// Aggregates of an assignment: tokens out, Σ 1/E² (for [`Objective::Tpot`]), verify
+/// tokens, requests per tier.
 #[derive(Debug, Clone, Copy)]
 struct Agg {
     tokens: f64,
+    inv: f64,
     vtok: f64,
     cnt: [u32; MAX_TIERS],
+}
+
+impl Agg {
+    /// One request's expected tokens taken as `new` instead of `old` (same tier).
+    fn reweigh(&mut self, old: f64, new: f64) {
+        self.tokens += new - old;
+        self.inv += 1.0 / (new * new) - 1.0 / (old * old);
+    }
 }
 
 struct Eval<'a> {
@@ -177,10 +187,11 @@ struct Eval<'a> {
     /// v(0, S) − v(B, S): takes B's own verify time out of the charge.
     bg_credit: f64,
     kappa: f64,
+    objective: Objective,
 }
 
 impl<'a> Eval<'a> {
-    fn new(cost: &'a CostModel, tiers: &'a [u8], bg: f64, seqs: f64, kappa: f64) -> Self {
+    fn new(cost: &'a CostModel, tiers: &'a [u8], bg: f64, seqs: f64, kappa: f64, objective: Objective) -> Self {
         Self {
             cost,
             tiers,
@@ -188,6 +199,7 @@ impl<'a> Eval<'a> {
             seqs,
             bg_credit: cost.verify_s(0.0, seqs) - cost.verify_s(bg, seqs),
             kappa,
+            objective,
         }
     }
 }
@@ -214,15 +226,34 @@ impl Eval<'_> {
         }
     }
 
+    /// What the search maximises: goodput, or for [`Objective::Tpot`] the reciprocal of the
+    /// root-mean-square predicted TPOT, 1 / (R · sqrt(mean_r 1/E_r²)).
+    fn score(&self, a: &Agg) -> f64 {
+        match self.objective {
+            Objective::Goodput => self.goodput(a),
+            Objective::Tpot => {
+                let n: u32 = a.cnt.iter().sum();
+                let rms = self.time(a) * (a.inv / f64::from(n.max(1))).sqrt();
+                if rms > 0.0 {
+                    1.0 / rms
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
     fn agg(&self, assign: &[u8], e: &[f64]) -> Agg {
         let m = self.tiers.len();
         let mut a = Agg {
             tokens: 0.0,
+            inv: 0.0,
             vtok: 0.0,
             cnt: [0; MAX_TIERS],
         };
         for (r, &j) in assign.iter().enumerate() {
             a.tokens += e[r * m + j as usize];
+            a.inv += 1.0 / (e[r * m + j as usize] * e[r * m + j as usize]);
             a.vtok += f64::from(self.tiers[j as usize]) + 1.0;
             a.cnt[j as usize] += 1;
         }
@@ -233,7 +264,7 @@ impl Eval<'_> {
     fn moved(&self, a: &Agg, e: &[f64], r: usize, from: u8, to: u8) -> Agg {
         let m = self.tiers.len();
         let mut b = *a;
-        b.tokens += e[r * m + to as usize] - e[r * m + from as usize];
+        b.reweigh(e[r * m + from as usize], e[r * m + to as usize]);
         b.vtok += f64::from(self.tiers[to as usize]) - f64::from(self.tiers[from as usize]);
         b.cnt[from as usize] -= 1;
         b.cnt[to as usize] += 1;
@@ -386,7 +417,8 @@ impl Controller {
             0.0
         };
         let bg = f64::from(load.verify_queue_tokens) + f64::from(load.prefill_chunk_tokens);
-        let eval = Eval::new(&self.cost, &self.tiers, bg, n as f64, 1.0 + self.cfg.interference * busy);
+        let kappa = 1.0 + self.cfg.interference * busy;
+        let eval = Eval::new(&self.cost, &self.tiers, bg, n as f64, kappa, self.cfg.objective);
 
         // E(α_r, tier) for every request and tier, by running powers (exact at α = 1).
         self.e.clear();
@@ -435,7 +467,7 @@ impl Controller {
         }
         let a_prop = eval.agg(&self.best, &self.e);
         let mut a_cur = eval.agg(&self.cur, &self.e);
-        let (g_prop, mut g_cur) = (eval.goodput(&a_prop), eval.goodput(&a_cur));
+        let (g_prop, g_cur) = (eval.score(&a_prop), eval.score(&a_cur));
         let w = self.cfg.ewma_weight;
         let z = self.cfg.confidence_z;
         if g_prop > g_cur * (1.0 + self.cfg.margin) {
@@ -457,16 +489,16 @@ impl Controller {
                 let (ef, et) = (e_at(ac, self.tiers[from as usize]), e_at(ac, self.tiers[to as usize]));
                 let nominal = self.e[r * m + to as usize];
                 let mut at = a;
-                at.tokens += et - nominal;
+                at.reweigh(nominal, et);
                 let mut af = eval.moved(&a, &self.e, r, to, from);
-                af.tokens += ef - self.e[r * m + from as usize];
-                if eval.goodput(&at) > eval.goodput(&af) {
+                af.reweigh(self.e[r * m + from as usize], ef);
+                if eval.score(&at) > eval.score(&af) {
                     self.cur[r] = to;
                 } else {
                     a = eval.moved(&a, &self.e, r, to, from);
                 }
             }
-            g_cur = eval.goodput(&a);
+            a_cur = a;
         } else {
             for (r, s) in self.slots.iter_mut().enumerate() {
                 let (from, to) = (self.cur[r], self.best[r]);
@@ -492,18 +524,17 @@ impl Controller {
                 };
                 let (ef, et) = (e_at(ac, self.tiers[from as usize]), e_at(ac, self.tiers[to as usize]));
                 let mut af = a_cur;
-                af.tokens += ef - self.e[r * m + from as usize];
+                af.reweigh(self.e[r * m + from as usize], ef);
                 let mut at = eval.moved(&a_cur, &self.e, r, from, to);
-                at.tokens += et - self.e[r * m + to as usize];
-                if eval.goodput(&at) > eval.goodput(&af) {
+                at.reweigh(self.e[r * m + to as usize], et);
+                if eval.score(&at) > eval.score(&af) {
                     self.cur[r] = to;
                     a_cur = eval.moved(&a_cur, &self.e, r, from, to);
-                    g_cur = eval.goodput(&a_cur);
                     s.pending = 0;
                 }
             }
         }
-        self.stats.predicted_goodput = g_cur;
+        self.stats.predicted_goodput = eval.goodput(&a_cur);
 
         for (r, s) in self.slots.iter_mut().enumerate() {
             let probe = self.probing[r];
@@ -597,7 +628,7 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
             cand[r] = f.unwrap_or(c);
         }
         let a = eval.agg(cand, e);
-        let g_uniform = eval.goodput(&a);
+        let g_uniform = eval.score(&a);
         if g_uniform > best_g {
             best_g = g_uniform;
             best.copy_from_slice(cand);
@@ -605,7 +636,11 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
         if c == 0 {
             continue;
         }
-        let price = g_uniform * (eval.cost.verify_slope_s(a.vtok + eval.bg) + d_slope);
+        // Each request's share of the objective, linearised at this uniform assignment (the
+        // Dinkelbach step): goodput Σ E / R gains E_r − G·R'·L_r; the squared RMS TPOT
+        // R²·Σ 1/E² (over n) grows by R·(R/E_r² + 2·Σ 1/E²·R'·L_r).
+        let slope = eval.cost.verify_slope_s(a.vtok + eval.bg) + d_slope;
+        let (round, inv) = (eval.time(&a), a.inv);
         for (r, f) in fixed.iter().enumerate() {
             if f.is_some() {
                 continue;
@@ -614,7 +649,10 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
             let mut pick = 0u8;
             let mut val = f64::NEG_INFINITY;
             for (j, (&ej, &tj)) in row.iter().zip(eval.tiers).enumerate().take(c as usize + 1) {
-                let v = ej - price * f64::from(tj);
+                let v = match eval.objective {
+                    Objective::Goodput => ej - g_uniform * slope * f64::from(tj),
+                    Objective::Tpot => -(round / (ej * ej)) - 2.0 * inv * slope * f64::from(tj),
+                };
                 if v > val {
                     val = v;
                     pick = j as u8;
@@ -622,7 +660,7 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
             }
             cand[r] = pick;
         }
-        let g = eval.goodput(&eval.agg(cand, e));
+        let g = eval.score(&eval.agg(cand, e));
         if g > best_g {
             best_g = g;
             best.copy_from_slice(cand);
@@ -638,7 +676,7 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
         for to in [from.wrapping_sub(1), from + 1] {
             if (to as usize) < m {
                 let b = eval.moved(&a, e, r, best[r], to);
-                let g = eval.goodput(&b);
+                let g = eval.score(&b);
                 if g > best_g * (1.0 + 1e-12) {
                     best_g = g;
                     best[r] = to;

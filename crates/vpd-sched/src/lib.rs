@@ -19,7 +19,7 @@ pub mod queue;
 pub mod request;
 
 pub use busy::BusyMeter;
-pub use controller::{Controller, ControllerConfig, ControllerError, ControllerStats, Decision, LaneLoad};
+pub use controller::{Controller, ControllerConfig, ControllerError, ControllerStats, Decision, LaneLoad, Objective};
 pub use cost::{CostModel, CostPrior};
 pub use priority::{LaneReady, PrioritySelector, StarvationBounds};
 pub use queue::LaneQueue;

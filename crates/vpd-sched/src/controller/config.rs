@@ -3,6 +3,43 @@ use super::MAX_TIERS;
 use crate::cost::CostPriorError;
 use crate::request::RequestId;
 
+/// What the controller maximises over the requests of one gathered round (draft steps, then
+/// one verify forward, time R).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// Goodput Σ_r E_r / R, accepted tokens per second (TurboSpec). A request whose drafts
+    /// are mostly rejected goes to L = 0, though it still waits for the round.
+    #[default]
+    Goodput,
+    /// The root-mean-square predicted TPOT over the requests, R · sqrt(mean_r 1/E_r²),
+    /// minimised. A request's time per token is the round's over its own tokens, so the
+    /// requests with few tokens a round make the TPOT tail. Their own E counts squared: the
+    /// mean alone is nearly indifferent to them (one request's 1/E against the round's
+    /// length for everyone), and so is goodput. This keeps them drafting while the others'
+    /// drafts make the round anyway, and shortens the round when that helps them.
+    Tpot,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "goodput" => Ok(Self::Goodput),
+            "tpot" => Ok(Self::Tpot),
+            other => Err(format!("unknown controller objective `{other}`: expected goodput or tpot")),
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Goodput => "goodput",
+            Self::Tpot => "tpot",
+        })
+    }
+}
+
 /// Controller settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerConfig {
@@ -31,6 +68,8 @@ pub struct ControllerConfig {
     pub probe_interval: Option<u32>,
     /// Draft slowdown per unit of verify-lane busy fraction, ≥ 0.
     pub interference: f64,
+    /// What the choice of L maximises.
+    pub objective: Objective,
 }
 
 impl Default for ControllerConfig {
@@ -47,6 +86,7 @@ impl Default for ControllerConfig {
             confidence_z: 1.5,
             probe_interval: Some(64),
             interference: 0.5,
+            objective: Objective::Goodput,
         }
     }
 }
