@@ -299,6 +299,9 @@ mod cuda {
         se.generate(req)
     }
 
+    /// The target engine and its drafter, if any.
+    type CudaParts = (Engine<CudaBackend>, Option<Box<dyn Drafter>>);
+
     /// The target engine and the drafter on GPU 0, on the three lanes' streams: the drafter on
     /// the decode lane (highest priority), the target on the verify lane, and executors the
     /// runtime forks from the target on the prefill lane (lowest). With `decode_sms`, the decode
@@ -313,7 +316,7 @@ mod cuda {
         block_size: usize,
         partition: SmPartition,
         decode_graphs: bool,
-    ) -> Result<(Engine<CudaBackend>, Option<Box<dyn Drafter>>)> {
+    ) -> Result<CudaParts> {
         let mut target_backend = backend(target, blocks, block_size)?;
         target_backend.set_decode_graphs(decode_graphs);
         let dev = target_backend.device();

@@ -177,7 +177,7 @@ impl Report {
         );
         for (r, c) in runs {
             m.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {} | {} / {} |\n",
+                "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {:.2} + {:.1} (+{:.1} above {}) + {:.1} | {} / {} |\n",
                 r.policy,
                 r.request_rate,
                 c.decisions,
@@ -186,10 +186,11 @@ impl Report {
                 c.mean_requests,
                 c.mean_verify_busy,
                 pairs(&c.draft_step_ms),
-                format!(
-                    "{:.2} + {:.1} (+{:.1} above {}) + {:.1}",
-                    c.verify_base_ms, c.verify_per_token_us, c.verify_above_ridge_us, c.ridge_tokens, c.verify_per_seq_us
-                ),
+                c.verify_base_ms,
+                c.verify_per_token_us,
+                c.verify_above_ridge_us,
+                c.ridge_tokens,
+                c.verify_per_seq_us,
                 c.draft_steps_timed,
                 c.draft_steps_catching_up
             ));

@@ -92,8 +92,11 @@ fn tree_case(rng: &mut ChaCha8Rng, rows: usize, vocab: usize, max_nodes: usize) 
     c
 }
 
-/// Runs the kernel on a case; returns `(accepted, path, tokens)` per row.
-fn run(dev: &Device, c: &TreeCase, sampled: Option<(ChildSampling, &[u64], u64)>) -> Result<Vec<(usize, Vec<u32>, Vec<u32>)>> {
+/// One row's outcome: `(accepted, path, tokens)`.
+type RowOutcome = (usize, Vec<u32>, Vec<u32>);
+
+/// Runs the kernel on a case; returns each row's outcome.
+fn run(dev: &Device, c: &TreeCase, sampled: Option<(ChildSampling, &[u64], u64)>) -> Result<Vec<RowOutcome>> {
     let (rows, n) = (c.rows, c.max_nodes);
     let (t, tok, par, cnt) = (dev.upload(&c.target)?, dev.upload(&c.tokens)?, dev.upload(&c.parents)?, dev.upload(&c.counts)?);
     let b = TreeBatch { target: &t, tokens: &tok, parents: &par, num_nodes: &cnt, rows, vocab: c.vocab, max_nodes: n };
