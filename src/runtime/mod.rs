@@ -154,9 +154,12 @@ pub struct RuntimeConfig {
     /// between them. Off by default here; `vpd bench` and `vpd serve` turn it on with
     /// `--backend cuda`. On the CPU the executors share one locked cache and take turns.
     pub prefill_thread: bool,
-    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
-    /// tokens per forward (0: prefill runs only in forwards of its own, when the prefill lane
-    /// is picked). Keep it below the target's compute ridge, where rows are nearly free.
+    /// Three-lane policies without the prefill thread: up to this many prompt tokens (and at
+    /// most `prefill_budget`) ride in each decode or verify forward, as single-lane mixes its
+    /// chunks into its verify forward. While drafts are out the prefill waits for that forward
+    /// instead of running one of its own beside them: a forward of its own reads all the
+    /// target's weights again and shares the bandwidth with the drafts. 0: prefill runs only in
+    /// forwards of its own, when the prefill lane is picked.
     pub prefill_ride: usize,
     /// Bring every step's logits rows to the host and choose the tokens there (the same
     /// arithmetic, so the same tokens), instead of on the backend: the path requests that

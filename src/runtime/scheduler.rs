@@ -507,7 +507,11 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     decode: (!gather && !self.decode_q.is_empty())
                         || (!hold_plain && !self.plain_ready.is_empty()),
                     verify: !self.verify_q.is_empty(),
-                    prefill: (self.prefill_lane.is_none() && self.prefill_ready()).then(|| self.prefill_age()),
+                    // Riding prefill waits for the verify forward of the drafts out.
+                    prefill: (self.prefill_lane.is_none()
+                        && self.prefill_ready()
+                        && !(self.cfg.prefill_ride > 0 && self.drafts_in_flight > 0))
+                        .then(|| self.prefill_age()),
                 };
                 match self.selector.select(&ready) {
                     None => Ok(chunked),
@@ -549,12 +553,14 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         }
     }
 
-    /// Tops a decode or verify forward up with prefill chunks, to `prefill_ride` tokens in all:
-    /// below the compute ridge the extra rows cost little, where a prefill forward of its own
-    /// costs a whole read of the weights and holds the next verify step back.
+    /// Adds up to `prefill_ride` prompt tokens of prefill chunks to a decode or verify
+    /// forward, as single-lane does: a prefill forward of its own costs a whole read of the
+    /// weights and holds the next verify step back. (Topping the forward up to `prefill_ride`
+    /// tokens in all, the rule before 2026-12-05, left little room at 128 running requests,
+    /// whose drafts alone fill a few hundred rows, so most chunks ran in forwards of their own
+    /// beside the drafts: docs/perf.md, "Where the TPOT tail comes from".)
     fn ride_prefill(&mut self, entries: &mut Vec<(usize, Work)>) -> Result<()> {
-        let used: usize = entries.iter().map(|(_, w)| w.tokens()).sum();
-        let room = self.cfg.prefill_ride.saturating_sub(used);
+        let room = self.cfg.prefill_ride;
         // With a prefill lane thread every chunk goes there (validate refuses both at once).
         if room > 0 && self.prefill_lane.is_none() && self.prefill_ready() {
             entries.extend(self.plan_prefill_within(room)?);
