@@ -80,18 +80,20 @@ pub struct BenchArgs {
     pub overlap_groups: bool,
     /// Three-lane policies: run the target's prefill chunks on the prefill lane's own thread
     /// and executor (on the GPU its own stream at the lowest priority), beside the verify
-    /// forwards. On by default with --backend cuda, off on the CPU (where the two executors
-    /// share one cache and take turns).
+    /// forwards. Off by default (the chunks ride in the verify forwards instead), on with
+    /// --backend cuda and --prefill-sms; on the CPU the two executors share one cache and
+    /// take turns.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub prefill_thread: Option<bool>,
-    /// Three-lane policies: prefill chunks ride in decode and verify forwards up to this many
-    /// tokens per forward (0: prefill only in its own forwards).
-    #[arg(long, default_value_t = 0)]
-    pub prefill_ride: usize,
-    /// three-lane-adaptive: what the choice of L maximises. goodput: accepted tokens a second
-    /// (TurboSpec); tpot: the inverse of the RMS predicted TPOT over the requests of a round,
-    /// which keeps requests with mostly rejected drafts drafting (vpd_sched::Objective).
-    #[arg(long, default_value = "goodput", value_name = "goodput|tpot")]
+    /// Three-lane policies without the prefill thread: prompt tokens riding in each decode or
+    /// verify forward, as single-lane mixes its chunks (default: the prefill budget; 0: prefill
+    /// only in forwards of its own).
+    #[arg(long)]
+    pub prefill_ride: Option<usize>,
+    /// three-lane-adaptive: what the choice of L maximises. tpot: the inverse of the RMS
+    /// predicted TPOT over the requests of a round, which keeps requests with mostly rejected
+    /// drafts drafting (vpd_sched::Objective); goodput: accepted tokens a second (TurboSpec).
+    #[arg(long, default_value = "tpot", value_name = "goodput|tpot")]
     pub controller_objective: vpd_sched::Objective,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]
@@ -209,7 +211,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .map_err(|e| bad("acceptance", e))?;
     let speculates = policies.iter().any(|p| p.speculates());
     let graphs = super::engines::decode_graphs(a.backend, a.cuda_graphs)?;
-    let prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
+    let prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread, a.prefill_sms);
+    let prefill_ride = super::engines::prefill_ride(a.prefill_ride, prefill_thread, a.prefill_budget);
     let partition = SmPartition::from_flags(a.decode_sms, a.prefill_sms)?;
     let draft = DraftChoice::parse(&a.draft)?;
     for &p in &policies {
@@ -261,7 +264,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.seed = a.seed;
             cfg.overlap_groups = a.overlap_groups;
             cfg.prefill_thread = prefill_thread;
-            cfg.prefill_ride = a.prefill_ride;
+            cfg.prefill_ride = prefill_ride;
             cfg.pick_on_host = a.pick_on_host;
             cfg.controller.objective = a.controller_objective;
             let d = policy.speculates().then_some(&draft);
@@ -346,7 +349,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let chunks = match (prefill_thread, partition) {
                     (true, SmPartition::Prefill(n)) => format!(", prefill lane thread on {n} SMs while decode has work"),
                     (true, _) => ", prefill lane thread".into(),
-                    (false, _) if a.prefill_ride > 0 => format!(", prefill rides in verify forwards up to {} tokens", a.prefill_ride),
+                    (false, _) if prefill_ride > 0 => format!(", prefill rides in verify forwards up to {prefill_ride} tokens"),
                     (false, _) => String::new(),
                 };
                 let objective = if policies.contains(&Policy::ThreeLaneAdaptive) {

@@ -171,10 +171,20 @@ pub fn decode_graphs(kind: BackendKind, asked: Option<bool>) -> Result<bool> {
 }
 
 /// Whether the three-lane policies run prefill chunks on the prefill lane's own thread:
-/// `--prefill-thread` as given, or by default on with `--backend cuda` (its own stream beside
-/// the verify forwards) and off on the CPU (one cache lock: the lanes' forwards take turns).
-pub fn prefill_thread(kind: BackendKind, asked: Option<bool>) -> bool {
-    asked.unwrap_or(kind == BackendKind::Cuda)
+/// `--prefill-thread` as given, or by default only with `--backend cuda` and `--prefill-sms`
+/// (whose partition is that thread's). Otherwise the chunks ride in the verify forwards
+/// ([`prefill_ride`]): on an H100 at 128 running requests and 40 req/s that gave p50 / p99
+/// TPOT 8.3 / 15.4 ms against 10.6 / 21.6 ms with the thread (docs/perf.md, "Where the TPOT
+/// tail comes from"). On the CPU the thread's executors share one cache lock and take turns.
+pub fn prefill_thread(kind: BackendKind, asked: Option<bool>, prefill_sms: Option<u32>) -> bool {
+    asked.unwrap_or(kind == BackendKind::Cuda && prefill_sms.is_some())
+}
+
+/// Prompt tokens riding in each decode or verify forward of the three-lane policies:
+/// `--prefill-ride` as given, or by default the prefill budget without the prefill thread (as
+/// single-lane mixes its chunks) and none with it (the thread runs them).
+pub fn prefill_ride(asked: Option<usize>, thread: bool, budget: usize) -> usize {
+    asked.unwrap_or(if thread { 0 } else { budget })
 }
 
 pub fn run_once(
@@ -397,7 +407,23 @@ mod cuda {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_graphs, BackendKind};
+    use super::{decode_graphs, prefill_ride, prefill_thread, BackendKind};
+
+    /// Prefill rides in the verify forwards unless the thread is asked for, directly or by
+    /// confining it to SMs on the GPU; the ride is the prefill budget unless given.
+    #[test]
+    fn prefill_rides_by_default_and_the_thread_comes_when_asked() {
+        for kind in [BackendKind::Cpu, BackendKind::Cuda] {
+            assert!(!prefill_thread(kind, None, None));
+            assert!(prefill_thread(kind, Some(true), None));
+            assert!(!prefill_thread(kind, Some(false), Some(32)));
+        }
+        assert!(prefill_thread(BackendKind::Cuda, None, Some(32)));
+        assert_eq!(prefill_ride(None, false, 256), 256);
+        assert_eq!(prefill_ride(None, true, 256), 0);
+        assert_eq!(prefill_ride(Some(64), false, 256), 64);
+        assert_eq!(prefill_ride(Some(0), false, 256), 0);
+    }
 
     #[test]
     fn decode_graphs_default_on_for_cuda_off_for_cpu_and_refused_on_cpu_when_asked() {

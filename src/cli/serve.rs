@@ -34,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4)]
     pub num_draft: usize,
     /// three-lane-adaptive: what the choice of L maximises, goodput or tpot (as `vpd bench`).
-    #[arg(long, default_value = "goodput", value_name = "goodput|tpot")]
+    #[arg(long, default_value = "tpot", value_name = "goodput|tpot")]
     pub controller_objective: vpd_sched::Objective,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -64,9 +64,14 @@ pub struct ServeArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub cuda_graphs: Option<bool>,
     /// Three-lane policies: run the target's prefill chunks on the prefill lane's own thread
-    /// and executor. On by default with --backend cuda, off on the CPU.
+    /// and executor. Off by default (they ride in the verify forwards), on with --backend cuda
+    /// and --prefill-sms.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub prefill_thread: Option<bool>,
+    /// Three-lane policies without the prefill thread: prompt tokens riding in each decode or
+    /// verify forward (default: the prefill budget; 0: prefill in forwards of its own).
+    #[arg(long)]
+    pub prefill_ride: Option<usize>,
     /// With --backend cuda: confine the prefill lane's chunks to a green-context partition of
     /// this many SMs while decode and verify have work (see `vpd bench --help`).
     #[arg(long)]
@@ -98,7 +103,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let mut runtime = RuntimeConfig::new(policy, if policy.speculates() { a.num_draft } else { 0 });
     runtime.prefill_budget = a.prefill_budget;
     runtime.max_running = a.max_running;
-    runtime.prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread);
+    runtime.prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread, a.prefill_sms);
+    runtime.prefill_ride = super::engines::prefill_ride(a.prefill_ride, runtime.prefill_thread, a.prefill_budget);
     runtime.controller.objective = a.controller_objective;
     runtime.validate()?;
     if !(a.drain_timeout.is_finite() && a.drain_timeout >= 0.0) {

@@ -9,14 +9,16 @@ use crate::request::RequestId;
 pub enum Objective {
     /// Goodput Σ_r E_r / R, accepted tokens per second (TurboSpec). A request whose drafts
     /// are mostly rejected goes to L = 0, though it still waits for the round.
-    #[default]
     Goodput,
     /// The root-mean-square predicted TPOT over the requests, R · sqrt(mean_r 1/E_r²),
     /// minimised. A request's time per token is the round's over its own tokens, so the
     /// requests with few tokens a round make the TPOT tail. Their own E counts squared: the
     /// mean alone is nearly indifferent to them (one request's 1/E against the round's
     /// length for everyone), and so is goodput. This keeps them drafting while the others'
-    /// drafts make the round anyway, and shortens the round when that helps them.
+    /// drafts make the round anyway, and shortens the round when that helps them. The
+    /// default: on an H100 at 128 running requests it gave the lower TPOT tail at 20–80 req/s
+    /// and the higher throughput at 80 (docs/perf.md, "Where the TPOT tail comes from").
+    #[default]
     Tpot,
 }
 
@@ -86,7 +88,7 @@ impl Default for ControllerConfig {
             confidence_z: 1.5,
             probe_interval: Some(64),
             interference: 0.5,
-            objective: Objective::Goodput,
+            objective: Objective::Tpot,
         }
     }
 }
