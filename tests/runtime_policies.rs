@@ -165,6 +165,10 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
                     assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} ride {prefill_ride} gap {gap_s} request {i}");
                 }
                 assert!(out.metrics.verifies > 0, "{policy}: speculation ran");
+                if prefill_ride > 0 {
+                    // Riding prefill waits for the verify forward of the drafts out.
+                    assert_eq!(out.loop_time.prefill_beside_drafts, 0, "{policy} gap {gap_s}");
+                }
             }
         }
     }

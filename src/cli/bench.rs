@@ -306,7 +306,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let t = &out.loop_time;
                 eprintln!(
                     "{:>20}   serving thread over {:.1} s: target forwards {:.1} s, drafting {:.1} s (+{:.1} s on the lane), \
-                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward)",
+                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward); {} prefill forwards beside drafts",
                     "",
                     t.wall_s,
                     t.target_forward_s,
@@ -315,7 +315,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     t.lane_wait_s,
                     t.idle_s,
                     t.host_s,
-                    1e3 * t.host_s / t.forwards.max(1) as f64
+                    1e3 * t.host_s / t.forwards.max(1) as f64,
+                    t.prefill_beside_drafts
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {

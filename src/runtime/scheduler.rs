@@ -612,6 +612,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let dt = t0.elapsed().as_secs_f64();
         self.out.loop_time.target_forward_s += dt;
         self.out.loop_time.forwards += 1;
+        if has_prefill && !has_decode && !has_verify && self.drafts_in_flight > 0 {
+            self.out.loop_time.prefill_beside_drafts += 1;
+        }
         let now = self.now_s();
         self.target_busy.record(now, dt);
         if let (Some(c), false) = (&mut self.controller, has_prefill) {
