@@ -84,7 +84,7 @@ impl ModelSource {
 pub enum DraftChoice {
     Spec(DraftSpec),
     // Read only by the CUDA builder.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "cuda", vpd_kernels)), allow(dead_code))]
     Random(Preset),
 }
 
@@ -226,7 +226,7 @@ pub fn run_once(
 /// on GPU 0. Errors: no GPU or driver, too little memory, or the generation's own errors.
 pub use cuda::generate as generate_cuda;
 
-#[cfg(feature = "cuda")]
+#[cfg(all(feature = "cuda", vpd_kernels))]
 mod cuda {
     use super::*;
     use crate::backend::cuda::lanes::{Lane, Lanes};
@@ -366,19 +366,19 @@ mod cuda {
 
 /// The CUDA target engine and drafter, as `vpd bench --backend cuda` builds them (for
 /// `vpd serve --backend cuda`, on the serving thread).
-#[cfg(feature = "cuda")]
+#[cfg(all(feature = "cuda", vpd_kernels))]
 pub use cuda::parts as cuda_parts;
 
 /// The GPU's name for reports.
 pub fn gpu_name() -> String {
-    #[cfg(feature = "cuda")]
+    #[cfg(all(feature = "cuda", vpd_kernels))]
     if let Ok(d) = crate::backend::cuda::Device::open(0) {
         return format!("{} ({} SMs)", d.name, d.sm_count);
     }
     "cuda (device not opened)".into()
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(all(feature = "cuda", vpd_kernels)))]
 mod cuda {
     use super::*;
 

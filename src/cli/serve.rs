@@ -176,7 +176,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
 
 /// The service with target and drafter on GPU 0, built on the serving thread as
 /// `vpd bench --backend cuda` builds them.
-#[cfg(feature = "cuda")]
+#[cfg(all(feature = "cuda", vpd_kernels))]
 fn spawn_cuda(
     cfg: ServiceConfig,
     target: ModelSource,
@@ -192,7 +192,7 @@ fn spawn_cuda(
     })
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(all(feature = "cuda", vpd_kernels)))]
 fn spawn_cuda(
     _: ServiceConfig,
     _: ModelSource,
