@@ -19,7 +19,7 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
     let o = vpd(&[
         "bench", "--model", TINY, "--num-prompts", "6", "--request-rates", "4,inf", "--max-output", "6",
         "--policies", "nospec,single-lane,three-lane-adaptive", "--draft", "ngram:2", "--threads", "1", "--out", out,
-        "--controller-objective", "tpot",
+        "--controller-objective", "tpot", "--save-detailed",
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -42,6 +42,28 @@ fn a_policy_sweep_writes_every_run_and_its_reports() {
         assert!(parts.iter().all(|&x| x >= 0.0), "{t}");
         // The host share is the rest of the wall time.
         assert!((parts.iter().sum::<f64>() - part("wall_s")).abs() < 1e-6, "{t}");
+        // --save-detailed: every request, its lengths and times, and its own drafts.
+        let reqs = r["requests"].as_array().unwrap();
+        assert_eq!(reqs.len(), 6, "{r}");
+        let (mut drafted, mut accepted) = (0, 0);
+        for q in reqs {
+            let out_tokens = q["output_tokens"].as_u64().unwrap();
+            assert!((1..=6).contains(&out_tokens), "{q}");
+            assert!(q["prompt_tokens"].as_u64().unwrap() > 0, "{q}");
+            let ttft = q["ttft_ms"].as_f64().unwrap();
+            assert!(ttft > 0.0 && q["e2el_ms"].as_f64().unwrap() >= ttft, "{q}");
+            assert_eq!(q["tpot_ms"].is_f64(), out_tokens > 1, "{q}");
+            assert!(q["error"].is_null(), "{q}");
+            drafted += q["drafted"].as_u64().unwrap();
+            accepted += q["accepted"].as_u64().unwrap();
+        }
+        assert!(accepted <= drafted, "{r}");
+        if spec {
+            assert_eq!(drafted, s["acceptance"]["drafted"].as_u64().unwrap(), "{r}");
+            assert_eq!(accepted, s["acceptance"]["accepted"].as_u64().unwrap(), "{r}");
+        } else {
+            assert_eq!(drafted, 0, "{r}");
+        }
         // The controller's view comes with adaptive runs only.
         let adaptive = r["policy"] == "three-lane-adaptive";
         assert_eq!(s["controller"].is_object(), adaptive, "{r}");

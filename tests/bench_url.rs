@@ -104,6 +104,7 @@ fn bench_url_writes_the_report_and_counts_429s() {
         "5",
         "--out",
         out.to_str().unwrap(),
+        "--save-detailed",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -124,6 +125,12 @@ fn bench_url_writes_the_report_and_counts_429s() {
         (Some(4), Some(2))
     );
     assert_eq!(run["summary"]["total_output_tokens"], 4 * 5);
+    // --save-detailed: the two refused requests carry the server's reason, the rest their tokens.
+    let reqs = run["requests"].as_array().unwrap();
+    let failed: Vec<&Value> = reqs.iter().filter(|q| !q["error"].is_null()).collect();
+    assert_eq!((reqs.len(), failed.len()), (6, 2), "{reqs:?}");
+    assert!(failed.iter().all(|q| q["error"].as_str().unwrap().contains("429")), "{failed:?}");
+    assert!(reqs.iter().filter(|q| q["error"].is_null()).all(|q| q["output_tokens"] == 5), "{reqs:?}");
     assert!(j["device"].as_str().unwrap().contains(&url));
     assert!(out.join("bench.md").exists());
     assert!(String::from_utf8_lossy(&o.stdout).contains("| mock-served | inf | 4/6 |"));

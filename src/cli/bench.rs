@@ -7,7 +7,7 @@
 //! instead (`bench_http.rs`); both share the workload and the outputs (`bench_workload.rs`).
 use std::path::PathBuf;
 
-use vpd_bench::metrics::{summarize, AcceptanceSummary};
+use vpd_bench::metrics::{summarize, AcceptanceSummary, RequestDetail};
 use vpd_bench::report::{Report, RunResult};
 use vpd_bench::synthetic::SyntheticAcceptance;
 use vpd_bench::workload::arrival_times;
@@ -132,6 +132,10 @@ pub struct BenchArgs {
     /// Directory for bench.json, bench.md and bench.png.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Also write every request (send time, lengths, TTFT, TPOT, E2E, drafts accepted) into
+    /// bench.json, under each run's `requests`.
+    #[arg(long)]
+    pub save_detailed: bool,
     /// Benchmark the OpenAI-compatible server at this http:// URL over streaming HTTP instead
     /// of the in-process runtime (--model then only gives the tokenizer for the ShareGPT
     /// filter; --policies and the runtime settings are ignored).
@@ -329,6 +333,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 request_rate: rate,
                 burstiness: a.burstiness,
                 summary,
+                requests: a.save_detailed.then(|| out.records.iter().map(RequestDetail::of).collect()),
             });
         }
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use vpd_bench::http::{self, ClientConfig, HttpRequest, Prompt};
-use vpd_bench::metrics::summarize;
+use vpd_bench::metrics::{summarize, RequestDetail};
 use vpd_bench::report::{Report, RunResult};
 use vpd_bench::workload::arrival_times;
 
@@ -130,6 +130,7 @@ pub(super) fn run(a: &BenchArgs, url: &str) -> Result<()> {
             request_rate: rate,
             burstiness: a.burstiness,
             summary,
+            requests: a.save_detailed.then(|| out.records.iter().map(RequestDetail::of).collect()),
         });
     }
     bar.finish_and_clear();

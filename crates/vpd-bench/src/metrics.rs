@@ -260,6 +260,44 @@ pub fn tpot_by_acceptance(records: &[RequestRecord]) -> Vec<AcceptanceBand> {
         .collect()
 }
 
+/// One request as `--save-detailed` writes it (vLLM's `bench serve --save-detailed` keeps
+/// per-request lists the same way): enough to ask which requests make a tail, and when they ran.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RequestDetail {
+    /// Seconds since the benchmark start.
+    pub send_s: f64,
+    pub prompt_tokens: usize,
+    pub output_tokens: usize,
+    /// `None` when no chunk came back.
+    pub ttft_ms: Option<f64>,
+    /// `None` for fewer than two output tokens.
+    pub tpot_ms: Option<f64>,
+    pub e2el_ms: f64,
+    /// Streamed chunks (several tokens each when drafts were accepted).
+    pub chunks: usize,
+    /// Draft tokens verified and accepted (speculating in-process runs; 0 elsewhere).
+    pub drafted: u64,
+    pub accepted: u64,
+    pub error: Option<String>,
+}
+
+impl RequestDetail {
+    pub fn of(r: &RequestRecord) -> Self {
+        RequestDetail {
+            send_s: r.send_s,
+            prompt_tokens: r.prompt_tokens,
+            output_tokens: r.out_tokens(),
+            ttft_ms: r.ttft_s().map(|s| s * 1e3),
+            tpot_ms: r.tpot_s().map(|s| s * 1e3),
+            e2el_ms: r.e2e_s() * 1e3,
+            chunks: r.chunks.len(),
+            drafted: r.drafted,
+            accepted: r.accepted,
+            error: r.error.clone(),
+        }
+    }
+}
+
 /// What the draft-length controller saw and believed over a run (`three-lane-adaptive`), so
 /// that a run shows why it chose the L it did: its fitted step costs at a few sizes, the load
 /// it was given, and how many draft steps fed its cost model.

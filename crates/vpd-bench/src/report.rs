@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::metrics::{ControllerSummary, Dist, Summary};
+use crate::metrics::{ControllerSummary, Dist, RequestDetail, Summary};
 
 /// Where the requests came from.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -37,6 +37,9 @@ pub struct RunResult {
     pub request_rate: f64,
     pub burstiness: f64,
     pub summary: Summary,
+    /// Every request, in sending order (`--save-detailed`); left out of the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Vec<RequestDetail>>,
 }
 
 /// A whole sweep.
@@ -323,6 +326,7 @@ mod tests {
             request_rate: rate,
             burstiness: 1.0,
             summary,
+            requests: None,
         }
     }
 
