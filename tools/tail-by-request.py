@@ -8,6 +8,7 @@ least squares to say how much of its spread each explains.
     python3 tools/tail-by-request.py bench.json [more.json ...]
 """
 import json
+import math
 import sys
 
 
@@ -65,10 +66,10 @@ def report(run):
     print(f"{run['policy']} @ {run['request_rate']} req/s: TPOT p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, {len(reqs)} requests")
     print(f"  {'':14} {'TPOT ms':>8} {'alpha':>6} {'out tok':>8} {'in flight':>9}")
     for name, g in (("slowest 5%", tail), ("the rest", rest)):
-        a = [r["alpha"] for r in g if r["alpha"] == r["alpha"]]
+        a = [r["alpha"] for r in g if not math.isnan(r["alpha"])]
         print(f"  {name:14} {mean([r['tpot_ms'] for r in g]):8.2f} {mean(a):6.2f} "
               f"{mean([r['output_tokens'] for r in g]):8.1f} {mean([r['load'] for r in g]):9.1f}")
-    spec = all(r["alpha"] == r["alpha"] for r in reqs)
+    spec = not any(math.isnan(r["alpha"]) for r in reqs)
     cols = [("1/(1+alpha)", lambda r: 1 / (1 + r["alpha"]))] if spec else []
     cols += [("1/(out-1)", lambda r: 1 / (r["output_tokens"] - 1)), ("in flight", lambda r: r["load"])]
     ys = [r["tpot_ms"] for r in reqs]
