@@ -151,18 +151,27 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
     let reqs = requests(6);
     let want = plain(&m, &reqs);
     for policy in [Policy::ThreeLane, Policy::ThreeLaneAdaptive] {
-        // Gathered, overlapping, and gathered with prefill chunks riding in verify forwards.
-        for (overlap_groups, prefill_ride) in [(false, 0), (true, 0), (false, 16)] {
+        // Gathered, overlapping, gathered with prefill chunks riding in verify forwards, and
+        // with plain (L = 0) steps beside the drafts.
+        for (overlap_groups, prefill_ride, beside) in [(false, 0, false), (true, 0, false), (false, 16, false), (false, 16, true)] {
             let mut cfg = RuntimeConfig::new(policy, 3);
             cfg.prefill_budget = 8;
             cfg.max_running = 6;
             cfg.overlap_groups = overlap_groups;
             cfg.prefill_ride = prefill_ride;
+            cfg.plain_beside_drafts = beside;
             // All at once, then staggered: both shapes of arrival.
             for gap_s in [0.0, 0.003] {
                 let out = run_with(&m, &cfg, &DraftSpec::LayerSkip(1), 96, &reqs, gap_s);
                 for (i, o) in out.outcomes.iter().enumerate() {
-                    assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} ride {prefill_ride} gap {gap_s} request {i}");
+                    assert_eq!(o.tokens, want[i], "{policy} overlap {overlap_groups} ride {prefill_ride} beside {beside} gap {gap_s} request {i}");
+                }
+                if !beside {
+                    assert_eq!(out.loop_time.plain_beside_drafts, 0);
+                } else if gap_s == 0.0 {
+                    // Requests arriving together end together: one takes its last token (no
+                    // room for a draft) while others draft, beside them.
+                    assert!(out.loop_time.plain_beside_drafts > 0, "{policy}: a plain step beside the drafts ran");
                 }
                 assert!(out.metrics.verifies > 0, "{policy}: speculation ran");
                 if prefill_ride > 0 {

@@ -90,6 +90,12 @@ pub struct BenchArgs {
     /// only in forwards of its own).
     #[arg(long)]
     pub prefill_ride: Option<usize>,
+    /// Three-lane policies: requests at L = 0 take a plain step in a target forward of their
+    /// own while the round's drafts run, and another in its verify forward (two tokens a round
+    /// instead of one); three-lane-adaptive then parks low-acceptance requests at L = 0 where
+    /// that forward fits in the drafts' time. Not with --overlap-groups.
+    #[arg(long)]
+    pub plain_beside_drafts: bool,
     /// three-lane-adaptive: what the choice of L maximises. tpot: the inverse of the RMS
     /// predicted TPOT over the requests of a round, which keeps requests with mostly rejected
     /// drafts drafting (vpd_sched::Objective); goodput: accepted tokens a second (TurboSpec).
@@ -223,6 +229,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let mut cfg = RuntimeConfig::new(p, a.num_draft);
         cfg.prefill_budget = a.prefill_budget;
         cfg.max_running = a.max_running;
+        cfg.overlap_groups = a.overlap_groups;
+        cfg.plain_beside_drafts = a.plain_beside_drafts;
         cfg.validate()?;
     }
     let data = load_dataset(&a)?;
@@ -269,6 +277,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             cfg.overlap_groups = a.overlap_groups;
             cfg.prefill_thread = prefill_thread;
             cfg.prefill_ride = prefill_ride;
+            cfg.plain_beside_drafts = a.plain_beside_drafts;
             cfg.pick_on_host = a.pick_on_host;
             cfg.controller.objective = a.controller_objective;
             let d = policy.speculates().then_some(&draft);
@@ -310,7 +319,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let t = &out.loop_time;
                 eprintln!(
                     "{:>20}   serving thread over {:.1} s: target forwards {:.1} s, drafting {:.1} s (+{:.1} s on the lane), \
-                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward); {} prefill forwards beside drafts",
+                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward); {} prefill and {} plain forwards beside drafts",
                     "",
                     t.wall_s,
                     t.target_forward_s,
@@ -320,7 +329,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     t.idle_s,
                     t.host_s,
                     1e3 * t.host_s / t.forwards.max(1) as f64,
-                    t.prefill_beside_drafts
+                    t.prefill_beside_drafts,
+                    t.plain_beside_drafts
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {
@@ -351,7 +361,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 sampled += ", tokens chosen on the host";
             }
             if speculates {
-                let groups = if a.overlap_groups { ", overlapping draft/verify groups" } else { "" };
+                let groups = match (a.overlap_groups, a.plain_beside_drafts) {
+                    (true, _) => ", overlapping draft/verify groups",
+                    (false, true) => ", plain steps beside the drafts",
+                    (false, false) => "",
+                };
                 let chunks = match (prefill_thread, partition) {
                     (true, SmPartition::Prefill(n)) => format!(", prefill lane thread on {n} SMs while decode has work"),
                     (true, _) => ", prefill lane thread".into(),

@@ -161,6 +161,12 @@ pub struct RuntimeConfig {
     /// target's weights again and shares the bandwidth with the drafts. 0: prefill runs only in
     /// forwards of its own, when the prefill lane is picked.
     pub prefill_ride: usize,
+    /// Three-lane policies, gathering: a request at L = 0 takes a plain step in a target
+    /// forward of its own while the round's drafts run, and another in the round's verify
+    /// forward, two tokens a round instead of one; `three-lane-adaptive`'s controller knows
+    /// (`ControllerConfig::plain_beside`) and parks low-acceptance requests at L = 0 where that
+    /// forward fits in the drafts' time. Off by default.
+    pub plain_beside_drafts: bool,
     /// Bring every step's logits rows to the host and choose the tokens there (the same
     /// arithmetic, so the same tokens), instead of on the backend: the path requests that
     /// report logprobs take, kept as a switch to measure what choosing on the device saves.
@@ -182,6 +188,7 @@ impl RuntimeConfig {
             overlap_groups: false,
             prefill_thread: false,
             prefill_ride: 0,
+            plain_beside_drafts: false,
             pick_on_host: false,
         }
     }
@@ -221,6 +228,12 @@ impl RuntimeConfig {
                 "prefill chunks either ride in verify forwards or run on the prefill lane's thread, \
                  not both: turn the prefill thread off (--prefill-thread false)"
                     .into(),
+            );
+        }
+        if self.plain_beside_drafts && self.overlap_groups {
+            return bad(
+                "plain_beside_drafts",
+                "plain steps beside the drafts need gathered rounds: drop --overlap-groups".into(),
             );
         }
         Ok(())

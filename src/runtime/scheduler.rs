@@ -121,6 +121,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
             let cc = ControllerConfig {
                 l_max: cfg.num_draft as u8,
                 speculation: true,
+                plain_beside: cfg.plain_beside_drafts,
                 ..cfg.controller.clone()
             };
             Some(
@@ -525,6 +526,15 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                         let ids = if gather { Vec::new() } else { drain(&self.decode_q) };
                         let plain = if ids.is_empty() { Vec::new() } else { self.draft_round(&ids, true)? };
                         if !self.cfg.overlap_groups && self.drafts_in_flight > 0 {
+                            if self.cfg.plain_beside_drafts {
+                                // A plain step now, beside the drafts; the verify forward of
+                                // this round gives these requests another.
+                                if !plain.is_empty() {
+                                    self.out.loop_time.plain_beside_drafts += 1;
+                                    self.run_entries(plain)?;
+                                }
+                                return Ok(true);
+                            }
                             // Plain (L = 0) steps ride in the verify forward of this round.
                             self.plain_ready.extend(plain.into_iter().map(|(id, _)| id));
                             return Ok(true);
@@ -541,6 +551,11 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                     Some(Lane::Verify) => {
                         let mut entries = self.take_verify()?;
                         entries.extend(self.take_plain());
+                        if self.cfg.plain_beside_drafts {
+                            // Those back from their plain step beside the drafts (and any
+                            // request that just finished its prefill) take one more here.
+                            entries.extend(drain(&self.decode_q).into_iter().map(|id| (id, Work::Decode)));
+                        }
                         self.ride_prefill(&mut entries)?;
                         Ok(self.run_entries(entries)? || chunked)
                     }

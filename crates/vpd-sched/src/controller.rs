@@ -159,6 +159,17 @@ fn e_at(alpha: f64, l: u8) -> f64 {
     sum
 }
 
+/// E as tabled for the search: under [`ControllerConfig::plain_beside`] L = 0 counts two
+/// tokens a round (one beside the drafts, one in the verify forward; [`Eval::outputs`]
+/// corrects the round where nobody drafts).
+fn e_tabled(e: f64, l: u8, beside: bool) -> f64 {
+    if beside && l == 0 {
+        2.0
+    } else {
+        e
+    }
+}
+
 /// Aggregates of an assignment: tokens out, Σ 1/E² (for [`Objective::Tpot`]), verify
 /// tokens, requests per tier.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +199,9 @@ struct Eval<'a> {
     bg_credit: f64,
     kappa: f64,
     objective: Objective,
+    /// [`ControllerConfig::plain_beside`]: the draft slowdown beside the plain forward, or
+    /// `None` when L = 0 requests ride in the verify forward only.
+    beside_kappa: Option<f64>,
 }
 
 impl<'a> Eval<'a> {
@@ -200,6 +214,26 @@ impl<'a> Eval<'a> {
             bg_credit: cost.verify_s(0.0, seqs) - cost.verify_s(bg, seqs),
             kappa,
             objective,
+            beside_kappa: None,
+        }
+    }
+
+    /// Whether the L = 0 requests of `a` get a plain step beside the drafts: some request
+    /// drafts, so there are draft steps to run beside.
+    fn beside(&self, a: &Agg) -> bool {
+        let n0 = a.cnt[0];
+        self.beside_kappa.is_some() && n0 > 0 && a.cnt.iter().sum::<u32>() > n0
+    }
+
+    /// Tokens a round and Σ 1/E² of `a`. Tier 0 is tabled at two tokens under
+    /// `plain_beside` (the usual case: someone drafts); when nobody does, those requests get
+    /// their verify-forward token only.
+    fn outputs(&self, a: &Agg) -> (f64, f64) {
+        if self.beside_kappa.is_some() && !self.beside(a) {
+            let n0 = f64::from(a.cnt[0]);
+            (a.tokens - n0, a.inv + 0.75 * n0)
+        } else {
+            (a.tokens, a.inv)
         }
     }
 }
@@ -214,13 +248,22 @@ impl Eval<'_> {
                 draft += f64::from(self.tiers[j] - self.tiers[j - 1]) * self.cost.draft_step_s(ge);
             }
         }
-        self.kappa * draft + self.cost.verify_s(a.vtok + self.bg, self.seqs) + self.bg_credit
+        let phase = match self.beside_kappa {
+            // The plain forward over the L = 0 requests (one token each) runs beside the
+            // drafts, which it slows: the phase lasts the longer of the two.
+            Some(k) if self.beside(a) => {
+                let n0 = f64::from(a.cnt[0]);
+                (k * draft).max(self.cost.verify_s(n0, n0))
+            }
+            _ => self.kappa * draft,
+        };
+        phase + self.cost.verify_s(a.vtok + self.bg, self.seqs) + self.bg_credit
     }
 
     fn goodput(&self, a: &Agg) -> f64 {
         let t = self.time(a);
         if t > 0.0 {
-            a.tokens / t
+            self.outputs(a).0 / t
         } else {
             0.0
         }
@@ -233,7 +276,7 @@ impl Eval<'_> {
             Objective::Goodput => self.goodput(a),
             Objective::Tpot => {
                 let n: u32 = a.cnt.iter().sum();
-                let rms = self.time(a) * (a.inv / f64::from(n.max(1))).sqrt();
+                let rms = self.time(a) * (self.outputs(a).1 / f64::from(n.max(1))).sqrt();
                 if rms > 0.0 {
                     1.0 / rms
                 } else {
@@ -418,7 +461,11 @@ impl Controller {
         };
         let bg = f64::from(load.verify_queue_tokens) + f64::from(load.prefill_chunk_tokens);
         let kappa = 1.0 + self.cfg.interference * busy;
-        let eval = Eval::new(&self.cost, &self.tiers, bg, n as f64, kappa, self.cfg.objective);
+        let mut eval = Eval::new(&self.cost, &self.tiers, bg, n as f64, kappa, self.cfg.objective);
+        if self.cfg.plain_beside {
+            eval.beside_kappa = Some(1.0 + self.cfg.interference);
+        }
+        let beside = self.cfg.plain_beside;
 
         // E(α_r, tier) for every request and tier, by running powers (exact at α = 1).
         self.e.clear();
@@ -432,7 +479,7 @@ impl Controller {
                 sum += pow;
                 pow *= a;
                 if self.tiers[j] == l {
-                    self.e.push(sum);
+                    self.e.push(e_tabled(sum, l, beside));
                     j += 1;
                 }
             }
@@ -486,7 +533,10 @@ impl Controller {
                 } else {
                     s.alpha()
                 };
-                let (ef, et) = (e_at(ac, self.tiers[from as usize]), e_at(ac, self.tiers[to as usize]));
+                let (ef, et) = (
+                    e_tabled(e_at(ac, self.tiers[from as usize]), self.tiers[from as usize], beside),
+                    e_tabled(e_at(ac, self.tiers[to as usize]), self.tiers[to as usize], beside),
+                );
                 let nominal = self.e[r * m + to as usize];
                 let mut at = a;
                 at.reweigh(nominal, et);
@@ -522,7 +572,10 @@ impl Controller {
                 } else {
                     s.alpha()
                 };
-                let (ef, et) = (e_at(ac, self.tiers[from as usize]), e_at(ac, self.tiers[to as usize]));
+                let (ef, et) = (
+                    e_tabled(e_at(ac, self.tiers[from as usize]), self.tiers[from as usize], beside),
+                    e_tabled(e_at(ac, self.tiers[to as usize]), self.tiers[to as usize], beside),
+                );
                 let mut af = a_cur;
                 af.reweigh(self.e[r * m + from as usize], ef);
                 let mut at = eval.moved(&a_cur, &self.e, r, from, to);
@@ -664,6 +717,35 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
         if g > best_g {
             best_g = g;
             best.copy_from_slice(cand);
+        }
+    }
+    // With plain steps beside the drafts the objective is not unimodal along the tiers: a few
+    // requests at 0 pay (their plain forward fits in the drafts' time), more lengthen the
+    // round. From each uniform tier, move requests to 0 one at a time, those that gain least
+    // from drafting first, and keep the best prefix.
+    if eval.beside_kappa.is_some() {
+        let mut order: Vec<usize> = (0..n).filter(|&r| fixed[r].is_none()).collect();
+        for c in 1..m as u8 {
+            order.sort_by(|&x, &y| e[x * m + c as usize].total_cmp(&e[y * m + c as usize]));
+            for (r, f) in fixed.iter().enumerate() {
+                cand[r] = f.unwrap_or(c);
+            }
+            let mut a = eval.agg(cand, e);
+            let mut keep = None;
+            for (k, &r) in order.iter().enumerate() {
+                a = eval.moved(&a, e, r, c, 0);
+                let g = eval.score(&a);
+                if g > best_g {
+                    best_g = g;
+                    keep = Some(k);
+                }
+            }
+            if let Some(k) = keep {
+                best.copy_from_slice(cand);
+                for &r in &order[..=k] {
+                    best[r] = 0;
+                }
+            }
         }
     }
     // Polish: single-request moves to a neighbouring tier.

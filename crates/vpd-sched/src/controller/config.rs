@@ -72,6 +72,12 @@ pub struct ControllerConfig {
     pub interference: f64,
     /// What the choice of L maximises.
     pub objective: Objective,
+    /// The runtime gives a request at L = 0 a plain step of its own *beside* the round's
+    /// draft steps (a target forward over the L = 0 requests while the drafts run) and another
+    /// in the verify forward: two tokens a round instead of one, whenever some request drafts.
+    /// The round's draft phase then lasts the longer of the drafts (slowed by the forward
+    /// beside them, κ = 1 + `interference`) and that plain forward.
+    pub plain_beside: bool,
 }
 
 impl Default for ControllerConfig {
@@ -89,6 +95,7 @@ impl Default for ControllerConfig {
             probe_interval: Some(64),
             interference: 0.5,
             objective: Objective::Tpot,
+            plain_beside: false,
         }
     }
 }

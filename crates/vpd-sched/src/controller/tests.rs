@@ -412,18 +412,19 @@ fn search_is_near_brute_force_optimum() {
     let cost = CostModel::new(CostPrior::default()).unwrap();
     let tiers = [0u8, 1, 2, 3, 4, 6];
     let m = tiers.len();
-    for objective in [Objective::Goodput, Objective::Tpot] {
+    for (objective, beside) in [(Objective::Goodput, false), (Objective::Tpot, false), (Objective::Goodput, true), (Objective::Tpot, true)] {
         for _ in 0..200 {
             let n = rng.random_range(1..=4usize);
             let alphas: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
             let bg = [0.0, 100.0, 300.0, 900.0][rng.random_range(0..4)];
-            let eval = Eval::new(&cost, &tiers, bg, n as f64, 1.0 + rng.random::<f64>(), objective);
+            let mut eval = Eval::new(&cost, &tiers, bg, n as f64, 1.0 + rng.random::<f64>(), objective);
+            eval.beside_kappa = beside.then_some(1.5);
             let e: Vec<f64> = alphas
                 .iter()
                 .flat_map(|&a| {
                     tiers
                         .iter()
-                        .map(move |&l| (0..=l).map(|i| a.powi(i32::from(i))).sum::<f64>())
+                        .map(move |&l| e_tabled((0..=l).map(|i| a.powi(i32::from(i))).sum::<f64>(), l, beside))
                 })
                 .collect();
             let fixed = vec![None; n];
@@ -440,7 +441,7 @@ fn search_is_near_brute_force_optimum() {
                 }
                 opt = opt.max(eval.score(&eval.agg(&assign, &e)));
             }
-            assert!(got >= 0.99 * opt, "{objective}: {got} vs {opt}, α {alphas:?}, bg {bg}");
+            assert!(got >= 0.99 * opt, "{objective} beside {beside}: {got} vs {opt}, α {alphas:?}, bg {bg}");
         }
     }
 }
@@ -449,15 +450,19 @@ fn search_is_near_brute_force_optimum() {
 /// at 128 running requests (docs/perf.md, "Verify attention": a verify forward of 7.5 ms +
 /// `per_token` a token, a draft step of 2 ms); returns the last decisions.
 fn settle_under(objective: Objective, n: u64, alpha: &dyn Fn(RequestId) -> f64, per_token: f64) -> Vec<Decision> {
+    settle_with(ControllerConfig { l_max: 4, objective, ..ControllerConfig::default() }, n, alpha, per_token, 2e-3)
+}
+
+fn settle_with(cfg: ControllerConfig, n: u64, alpha: &dyn Fn(RequestId) -> f64, per_token: f64, draft_s: f64) -> Vec<Decision> {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
-    let mut c = ctl(ControllerConfig { l_max: 4, objective, ..ControllerConfig::default() });
+    let mut c = ctl(cfg);
     add(&mut c, 0..n);
     let mut d = Vec::new();
     for _ in 0..300 {
         d = step(&mut c, &LaneLoad::default(), alpha, &mut rng);
         let toks: usize = d.iter().map(|x| x.l as usize + 1).sum();
         c.observe_verify_step(toks, n as usize, 7.5e-3 + per_token * toks as f64);
-        c.observe_draft_step(n as usize, 2e-3);
+        c.observe_draft_step(n as usize, draft_s);
     }
     d
 }
@@ -479,6 +484,51 @@ fn tpot_objective_keeps_low_acceptance_requests_drafting() {
     assert!(mean_l(&good, true) < 0.2, "goodput: low-α mean L {}", mean_l(&good, true));
     assert!(mean_l(&tpot, true) >= 0.5, "tpot: low-α mean L {}", mean_l(&tpot, true));
     assert!(mean_l(&tpot, false) >= 1.0, "tpot: high-α mean L {}", mean_l(&tpot, false));
+}
+
+/// With a plain step beside the drafts, a request whose drafts are mostly rejected gets two
+/// tokens a round at L = 0 against 1 + α drafting. Where that plain forward fits in the time
+/// the drafts take anyway (here a slow drafter: 4 ms a step against a 7.5 ms forward), the
+/// TPOT objective parks such requests there while the others keep drafting; nobody drafting
+/// would take the second token away, so not everyone goes to 0. Where the forward would
+/// lengthen the round (a 1 ms draft step), they keep drafting, as without the plain step.
+#[test]
+fn plain_beside_drafts_parks_low_acceptance_requests_at_zero() {
+    let alpha = |id: RequestId| if id % 4 == 0 { 0.3 } else { 0.8 };
+    let mean_l = |d: &[Decision], low: bool| {
+        let xs: Vec<f64> = d.iter().filter(|x| !x.probe && (x.id % 4 == 0) == low).map(|x| f64::from(x.l)).collect();
+        xs.iter().sum::<f64>() / xs.len() as f64
+    };
+    let cfg = ControllerConfig { l_max: 4, objective: Objective::Tpot, plain_beside: true, interference: 0.0, ..ControllerConfig::default() };
+    let slow = settle_with(cfg.clone(), 64, &alpha, 22e-6, 4e-3);
+    assert!(mean_l(&slow, true) < 0.2, "beside, slow drafts: low-α mean L {}", mean_l(&slow, true));
+    assert!(mean_l(&slow, false) >= 1.0, "beside, slow drafts: high-α mean L {}", mean_l(&slow, false));
+    let fast = settle_with(cfg, 64, &alpha, 22e-6, 1e-3);
+    assert!(mean_l(&fast, true) >= 0.5, "beside, fast drafts: low-α mean L {}", mean_l(&fast, true));
+}
+
+/// The round of an assignment with L = 0 requests beside drafts lasts the longer of the
+/// slowed drafts and their plain forward, and their tokens count twice only while someone
+/// drafts.
+#[test]
+fn plain_beside_round_time_and_tokens() {
+    let cost = CostModel::new(CostPrior::default()).unwrap();
+    let tiers = [0u8, 1, 2];
+    let mut eval = Eval::new(&cost, &tiers, 0.0, 4.0, 1.0, Objective::Goodput);
+    let plain = eval.agg(&[0, 0, 0, 0], &[1.0, 1.5, 1.75].repeat(4));
+    let mixed = eval.agg(&[0, 0, 2, 2], &[1.0, 1.5, 1.75].repeat(4));
+    let (t_plain, t_mixed) = (eval.time(&plain), eval.time(&mixed));
+    eval.beside_kappa = Some(2.0);
+    let e: Vec<f64> = [2.0, 1.5, 1.75].repeat(4);
+    let (plain_b, mixed_b) = (eval.agg(&[0, 0, 0, 0], &e), eval.agg(&[0, 0, 2, 2], &e));
+    // Nobody drafts: one token each, the same round.
+    assert_eq!(eval.outputs(&plain_b), (4.0, 4.0));
+    assert!((eval.time(&plain_b) - t_plain).abs() < 1e-12);
+    // Two draft steps over two requests beside a plain forward over two.
+    assert_eq!(eval.outputs(&mixed_b).0, 2.0 * 2.0 + 2.0 * 1.75);
+    let draft = 2.0 * cost.draft_step_s(2);
+    let want = t_mixed - draft + (2.0 * draft).max(cost.verify_s(2.0, 2.0));
+    assert!((eval.time(&mixed_b) - want).abs() < 1e-12, "{} vs {want}", eval.time(&mixed_b));
 }
 
 /// Where every drafted token costs much (a verify forward far past the compute ridge), the
