@@ -494,7 +494,7 @@ fn tpot_objective_keeps_low_acceptance_requests_drafting() {
 /// lengthen the round (a 1 ms draft step), they keep drafting, as without the plain step.
 #[test]
 fn plain_beside_drafts_parks_low_acceptance_requests_at_zero() {
-    let alpha = |id: RequestId| if id % 4 == 0 { 0.3 } else { 0.8 };
+    let alpha = |id: RequestId| if id.is_multiple_of(4) { 0.3 } else { 0.8 };
     let mean_l = |d: &[Decision], low: bool| {
         let xs: Vec<f64> = d.iter().filter(|x| !x.probe && (x.id % 4 == 0) == low).map(|x| f64::from(x.l)).collect();
         xs.iter().sum::<f64>() / xs.len() as f64
