@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// this many SMs while decode and verify have work (see `vpd bench --help`).
     #[arg(long)]
     pub prefill_sms: Option<u32>,
+    /// Three-lane policies: requests at L = 0 take a plain step of their own while the
+    /// round's drafts run (see `vpd bench --help`).
+    #[arg(long)]
+    pub plain_beside_drafts: bool,
     /// Seconds to let admitted requests finish after SIGTERM before aborting them.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout: f64,
@@ -106,6 +110,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     runtime.prefill_thread = super::engines::prefill_thread(a.backend, a.prefill_thread, a.prefill_sms);
     runtime.prefill_ride = super::engines::prefill_ride(a.prefill_ride, runtime.prefill_thread, a.prefill_budget);
     runtime.controller.objective = a.controller_objective;
+    runtime.plain_beside_drafts = a.plain_beside_drafts;
     runtime.validate()?;
     if !(a.drain_timeout.is_finite() && a.drain_timeout >= 0.0) {
         return Err(bad("drain_timeout", format!("must be finite and >= 0, got {}", a.drain_timeout)));
