@@ -10,10 +10,15 @@ set -uo pipefail
 OUT=${OUT:-/tmp/vpd-detail}; mkdir -p "$OUT"
 W=$(mktemp -d)
 python3 "$(dirname "$0")/gpu-ceiling.py" 2>&1 | tee "$OUT/ceiling.txt"
-sweep() { OUT=$W bash "$(dirname "$0")/gpu-sweep.sh" >/dev/null; cp "$W/$VPD_TAG/bench.json" "$OUT/$VPD_TAG.json"; }
+# VPD_DETAIL_TAGS picks runs by tag (default all four), e.g. "defaults beside" when device time is short.
+TAGS=${VPD_DETAIL_TAGS:-defaults beside lmax1 ride64}
+sweep() {
+    [[ " $TAGS " == *" ${VPD_TAG#detail-} "* ]] || return 0
+    OUT=$W bash "$(dirname "$0")/gpu-sweep.sh" >/dev/null; cp "$W/$VPD_TAG/bench.json" "$OUT/$VPD_TAG.json"
+}
 export VPD_DATASET=.device/sharegpt-4000.json VPD_PROMPTS=600 VPD_RATES=${VPD_RATES:-50} VPD_MAX_RUNNING=128
 VPD_TAG=detail-defaults VPD_POLICIES=single-lane,three-lane-adaptive VPD_EXTRA="--save-detailed" sweep
 VPD_TAG=detail-beside VPD_POLICIES=three-lane-adaptive VPD_EXTRA="--save-detailed --plain-beside-drafts" sweep
 VPD_TAG=detail-lmax1 VPD_POLICIES=three-lane-adaptive VPD_NUM_DRAFT=1 VPD_EXTRA="--save-detailed" sweep
 VPD_TAG=detail-ride64 VPD_POLICIES=three-lane-adaptive VPD_EXTRA="--save-detailed --prefill-ride 64" sweep
-for t in detail-defaults detail-beside detail-lmax1 detail-ride64; do echo "== $t"; grep -h "req/s:\|serving thread" "$W/$t.txt"; done | tee "$OUT/detail.txt"
+for t in $TAGS; do t=detail-$t; echo "== $t"; grep -h "req/s:\|serving thread" "$W/$t.txt"; done | tee "$OUT/detail.txt"
