@@ -1,0 +1,132 @@
+//! Gathered rounds under a cost model, with no GPU: what the controller's choices of L give
+//! for per-request TPOT, against a fixed L. A closed system of N requests (each replaced by a
+//! new one after 110 tokens), each with its own per-position acceptance drawn from a Beta of
+//! mean 0.7 and spread 0.15 (as `vpd bench --acceptance synthetic:0.7,0.15`), Bernoulli
+//! acceptances. A round is the draft steps (alone on the GPU) and one verify forward over every request and 50 riding prefill tokens; with `--beside`, the
+//! controller is told of plain steps beside the drafts and L = 0 requests get two tokens a
+//! round while the phase lasts the longer of the drafts (κ 1.5) and their plain forward.
+//! The costs are the H200's fit at 50 req/s, 128 running (docs/runs/2026-12-05-h200-
+//! defaults-def-40.json): a model, not a measurement; it leaves out arrivals, prefill bursts
+//! and run-to-run noise, so its TPOT is lower than measured.
+//!
+//!     cargo run --release -p vpd-sched --example round_sim -- [--beside] [--fixed L] [N]
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vpd_sched::{Controller, ControllerConfig, CostPrior, Decision, LaneLoad};
+
+const PRIOR: CostPrior = CostPrior {
+    draft_base_s: 1.2e-3,
+    draft_per_seq_s: 0.0098e-3,
+    verify_base_s: 5.62e-3,
+    verify_per_token_s: 0.0055e-3,
+    verify_per_token_above_ridge_s: 0.0141e-3,
+    ridge_tokens: 64.0,
+    verify_per_seq_s: 0.0275e-3,
+};
+const RIDE_TOKENS: f64 = 50.0;
+const BUSY: f64 = 0.76;
+const OUTPUT_TOKENS: usize = 110;
+
+fn draft_s(n: usize) -> f64 {
+    if n == 0 { 0.0 } else { PRIOR.draft_base_s + PRIOR.draft_per_seq_s * n as f64 }
+}
+
+fn verify_s(t: f64, s: f64) -> f64 {
+    PRIOR.verify_base_s + PRIOR.verify_per_token_s * t + PRIOR.verify_per_token_above_ridge_s * (t - PRIOR.ridge_tokens).max(0.0) + PRIOR.verify_per_seq_s * s
+}
+
+/// Gamma(k, 1) by Marsaglia and Tsang (2000), for k ≥ 1.
+fn gamma(rng: &mut ChaCha8Rng, k: f64) -> f64 {
+    let d = k - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        // A standard normal by Box–Muller.
+        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+        let x = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let v = (1.0 + c * x).powi(3);
+        if v > 0.0 && rng.random::<f64>().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+/// Beta with mean 0.7 and standard deviation 0.15.
+fn alpha(rng: &mut ChaCha8Rng) -> f64 {
+    let (m, sd) = (0.7, 0.15);
+    let n = m * (1.0 - m) / (sd * sd) - 1.0;
+    let (a, b) = (gamma(rng, m * n), gamma(rng, (1.0 - m) * n));
+    a / (a + b)
+}
+
+fn main() {
+    let (mut beside, mut fixed, mut n) = (false, None::<u8>, 39usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--beside" => beside = true,
+            "--fixed" => fixed = args.next().and_then(|l| l.parse().ok()).filter(|&l| l <= 4),
+            other => match other.parse() {
+                Ok(k) if k > 0 => n = k,
+                _ => {
+                    eprintln!("usage: round_sim [--beside] [--fixed L (0..=4)] [requests]");
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
+    let cfg = ControllerConfig { l_max: 4, plain_beside: beside, ..Default::default() };
+    let mut c = Controller::new(cfg, PRIOR).expect("valid controller");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // (id, α, tokens, start)
+    let mut reqs: Vec<(u64, f64, usize, f64)> = Vec::new();
+    let mut next = 0u64;
+    for _ in 0..n {
+        c.add_request(next).expect("new id");
+        reqs.push((next, alpha(&mut rng), 0, 0.0));
+        next += 1;
+    }
+    let (mut now, mut rounds, mut hist, mut tpots) = (0.0, 0u64, [0u64; 5], Vec::new());
+    while tpots.len() < 3000 {
+        let load = LaneLoad { verify_queue_tokens: 0, prefill_chunk_tokens: RIDE_TOKENS as u32, verify_busy: BUSY };
+        let dec: Vec<Decision> = c.decide(&load).to_vec();
+        let ls: Vec<u8> = reqs
+            .iter()
+            .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.0).map_or(0, |d| d.l)))
+            .collect();
+        let top = ls.iter().copied().max().unwrap_or(0) as usize;
+        let draft: f64 = (1..=top).map(|s| draft_s(ls.iter().filter(|&&l| l as usize >= s).count())).sum();
+        let n0 = ls.iter().filter(|&&l| l == 0).count();
+        let two = beside && n0 > 0 && n0 < n;
+        // Gathered, the drafts run alone on the GPU (the riding prefill waits for the verify
+        // forward): κ = 1, whatever the controller assumes; beside a plain forward, κ = 1.5.
+        let phase = if two { (1.5 * draft).max(verify_s(n0 as f64, n0 as f64)) } else { draft };
+        let tokens: f64 = ls.iter().map(|&l| f64::from(l) + 1.0).sum::<f64>() + RIDE_TOKENS;
+        now += phase + verify_s(tokens, n as f64);
+        rounds += 1;
+        for (r, &l) in reqs.iter_mut().zip(&ls) {
+            hist[l as usize] += 1;
+            let acc = (0..l).take_while(|_| rng.random::<f64>() < r.1).count() as u8;
+            c.observe_acceptance(r.0, l, acc).expect("tracked");
+            r.2 += usize::from(acc) + 1 + usize::from(two && l == 0);
+        }
+        for r in &mut reqs {
+            if r.2 >= OUTPUT_TOKENS {
+                if rounds > 200 {
+                    tpots.push((now - r.3) / r.2 as f64 * 1e3);
+                }
+                c.remove_request(r.0);
+                c.add_request(next).expect("new id");
+                *r = (next, alpha(&mut rng), 0, now);
+                next += 1;
+            }
+        }
+    }
+    tpots.sort_by(f64::total_cmp);
+    let q = |p: f64| tpots[((tpots.len() - 1) as f64 * p) as usize];
+    let policy = match (fixed, beside) {
+        (Some(l), _) => format!("fixed L = {l}"),
+        (None, true) => "adaptive, plain beside drafts".into(),
+        (None, false) => "adaptive".into(),
+    };
+    println!("{policy}, {n} requests: TPOT p50 {:.2} p99 {:.2} ms, round {:.2} ms, L histogram {hist:?}", q(0.5), q(0.99), now / rounds as f64 * 1e3);
+}
