@@ -225,14 +225,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let prefill_ride = super::engines::prefill_ride(a.prefill_ride, prefill_thread, a.prefill_budget);
     let partition = SmPartition::from_flags(a.decode_sms, a.prefill_sms)?;
     let draft = DraftChoice::parse(&a.draft)?;
-    for &p in &policies {
-        let mut cfg = RuntimeConfig::new(p, a.num_draft);
-        cfg.prefill_budget = a.prefill_budget;
-        cfg.max_running = a.max_running;
-        cfg.overlap_groups = a.overlap_groups;
-        cfg.plain_beside_drafts = a.plain_beside_drafts;
-        cfg.validate()?;
-    }
+    // One runtime configuration per policy, the same at every rate, checked before the loads.
+    let configs = policies
+        .iter()
+        .map(|&policy| {
+            let mut cfg = RuntimeConfig::new(policy, a.num_draft);
+            cfg.prefill_budget = a.prefill_budget;
+            cfg.max_running = a.max_running;
+            cfg.synthetic = synthetic;
+            cfg.seed = a.seed;
+            cfg.overlap_groups = a.overlap_groups;
+            cfg.prefill_thread = prefill_thread;
+            cfg.prefill_ride = prefill_ride;
+            cfg.plain_beside_drafts = a.plain_beside_drafts;
+            cfg.pick_on_host = a.pick_on_host;
+            cfg.controller.objective = a.controller_objective;
+            cfg.validate().map(|()| cfg)
+        })
+        .collect::<Result<Vec<RuntimeConfig>>>()?;
     let data = load_dataset(&a)?;
     let model = ModelSource::open(&a.model)?;
     let config = model.config();
@@ -267,19 +277,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for &rate in &a.request_rates {
         let times = arrival_times(reqs.len(), rate, a.burstiness, a.seed)
             .map_err(|e| bad("request_rates", e))?;
-        for &policy in &policies {
+        for (&policy, cfg) in policies.iter().zip(&configs) {
             bar.set_message(format!("{policy} @ {rate} req/s"));
-            let mut cfg = RuntimeConfig::new(policy, a.num_draft);
-            cfg.prefill_budget = a.prefill_budget;
-            cfg.max_running = a.max_running;
-            cfg.synthetic = synthetic;
-            cfg.seed = a.seed;
-            cfg.overlap_groups = a.overlap_groups;
-            cfg.prefill_thread = prefill_thread;
-            cfg.prefill_ride = prefill_ride;
-            cfg.plain_beside_drafts = a.plain_beside_drafts;
-            cfg.pick_on_host = a.pick_on_host;
-            cfg.controller.objective = a.controller_objective;
             let d = policy.speculates().then_some(&draft);
             let setup = RunSetup {
                 kind: a.backend,
@@ -290,7 +289,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 partition,
                 decode_graphs: graphs,
             };
-            let out = run_once(&setup, &cfg, reqs.clone(), &times, &mut || {
+            let out = run_once(&setup, cfg, reqs.clone(), &times, &mut || {
                 bar.inc(1)
             })?;
             let mut summary =

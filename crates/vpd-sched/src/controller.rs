@@ -466,6 +466,9 @@ impl Controller {
             eval.beside_kappa = Some(1.0 + self.cfg.interference);
         }
         let beside = self.cfg.plain_beside;
+        let tiers = &self.tiers;
+        // E at a tier for α taken at the pessimistic end of its band, as the e-table has it.
+        let e_of = |alpha: f64, tier: u8| e_tabled(e_at(alpha, tiers[tier as usize]), tiers[tier as usize], beside);
 
         // E(α_r, tier) for every request and tier, by running powers (exact at α = 1).
         self.e.clear();
@@ -533,10 +536,7 @@ impl Controller {
                 } else {
                     s.alpha()
                 };
-                let (ef, et) = (
-                    e_tabled(e_at(ac, self.tiers[from as usize]), self.tiers[from as usize], beside),
-                    e_tabled(e_at(ac, self.tiers[to as usize]), self.tiers[to as usize], beside),
-                );
+                let (ef, et) = (e_of(ac, from), e_of(ac, to));
                 let nominal = self.e[r * m + to as usize];
                 let mut at = a;
                 at.reweigh(nominal, et);
@@ -572,10 +572,7 @@ impl Controller {
                 } else {
                     s.alpha()
                 };
-                let (ef, et) = (
-                    e_tabled(e_at(ac, self.tiers[from as usize]), self.tiers[from as usize], beside),
-                    e_tabled(e_at(ac, self.tiers[to as usize]), self.tiers[to as usize], beside),
-                );
+                let (ef, et) = (e_of(ac, from), e_of(ac, to));
                 let mut af = a_cur;
                 af.reweigh(self.e[r * m + from as usize], ef);
                 let mut at = eval.moved(&a_cur, &self.e, r, from, to);

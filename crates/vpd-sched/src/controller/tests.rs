@@ -467,6 +467,17 @@ fn settle_with(cfg: ControllerConfig, n: u64, alpha: &dyn Fn(RequestId) -> f64, 
     d
 }
 
+/// The quarter of the requests whose drafts are mostly rejected, in the tests below.
+fn quarter_low(id: RequestId) -> bool {
+    id.is_multiple_of(4)
+}
+
+/// Mean L decided (probes left out) for the low quarter, or for the rest.
+fn mean_l(d: &[Decision], low: bool) -> f64 {
+    let xs: Vec<f64> = d.iter().filter(|x| !x.probe && quarter_low(x.id) == low).map(|x| f64::from(x.l)).collect();
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
 /// A quarter of the requests have their drafts mostly rejected. Goodput parks them at L = 0,
 /// where each still waits for the whole round for its one token; the RMS-TPOT objective
 /// keeps most of them drafting beside the others, which costs the round little. (Some still
@@ -474,11 +485,7 @@ fn settle_with(cfg: ControllerConfig, n: u64, alpha: &dyn Fn(RequestId) -> f64, 
 /// request at L = 0 learns again only when probed.)
 #[test]
 fn tpot_objective_keeps_low_acceptance_requests_drafting() {
-    let alpha = |id: RequestId| if id % 4 == 0 { 0.3 } else { 0.8 };
-    let mean_l = |d: &[Decision], low: bool| {
-        let xs: Vec<f64> = d.iter().filter(|x| !x.probe && (x.id % 4 == 0) == low).map(|x| f64::from(x.l)).collect();
-        xs.iter().sum::<f64>() / xs.len() as f64
-    };
+    let alpha = |id: RequestId| if quarter_low(id) { 0.3 } else { 0.8 };
     let good = settle_under(Objective::Goodput, 64, &alpha, 22e-6);
     let tpot = settle_under(Objective::Tpot, 64, &alpha, 22e-6);
     assert!(mean_l(&good, true) < 0.2, "goodput: low-α mean L {}", mean_l(&good, true));
@@ -494,11 +501,7 @@ fn tpot_objective_keeps_low_acceptance_requests_drafting() {
 /// lengthen the round (a 1 ms draft step), they keep drafting, as without the plain step.
 #[test]
 fn plain_beside_drafts_parks_low_acceptance_requests_at_zero() {
-    let alpha = |id: RequestId| if id.is_multiple_of(4) { 0.3 } else { 0.8 };
-    let mean_l = |d: &[Decision], low: bool| {
-        let xs: Vec<f64> = d.iter().filter(|x| !x.probe && (x.id % 4 == 0) == low).map(|x| f64::from(x.l)).collect();
-        xs.iter().sum::<f64>() / xs.len() as f64
-    };
+    let alpha = |id: RequestId| if quarter_low(id) { 0.3 } else { 0.8 };
     let cfg = ControllerConfig { l_max: 4, objective: Objective::Tpot, plain_beside: true, interference: 0.0, ..ControllerConfig::default() };
     let slow = settle_with(cfg.clone(), 64, &alpha, 22e-6, 4e-3);
     assert!(mean_l(&slow, true) < 0.2, "beside, slow drafts: low-α mean L {}", mean_l(&slow, true));
