@@ -6,7 +6,8 @@
 //! controller is told of plain steps beside the drafts and L = 0 requests get two tokens a
 //! round while the phase lasts the longer of the drafts (κ 1.5) and their plain forward.
 //! The costs are the H200's fit at 50 req/s, 128 running (docs/runs/2026-12-05-h200-
-//! defaults-def-40.json): a model, not a measurement; it leaves out arrivals, prefill bursts
+//! defaults-def-40.json; copy 4197 GB/s and bf16 GEMM 777 TFLOP/s in that call): a model,
+//! not a measurement; it leaves out arrivals, prefill bursts
 //! and run-to-run noise, so its TPOT is lower than measured.
 //!
 //!     cargo run --release -p vpd-sched --example round_sim -- [--beside] [--fixed L] [N]
