@@ -50,6 +50,17 @@ pub fn copy_gbps(dev: &Device) -> f64 {
     2.0 * (n * 2) as f64 / s / 1e9
 }
 
+/// bf16 GEMM rate in TFLOP/s (cuBLAS as the engine calls it, f32 out) at 8192³: the compute
+/// ceiling beside the copy one.
+pub fn gemm_tflops(dev: &Device) -> f64 {
+    let n = 8192usize;
+    let a = dev.upload(&rand_bf16(n * n, 1)).expect("upload");
+    let b = dev.upload(&rand_bf16(n * n, 2)).expect("upload");
+    let mut c = dev.alloc::<f32>(n * n).expect("alloc");
+    let s = median_secs(dev, 5, || verify_pd::backend::cuda::ops::gemm(dev, &a, &b, 0, &mut c, n, n, n, 0.0).expect("gemm"));
+    2.0 * (n * n * n) as f64 / s / 1e12
+}
+
 /// Prints one line: the op, its size, time, achieved GB/s and the share of the copy ceiling.
 pub fn report(dev: &Device, op: &str, size: &str, secs: f64, bytes: f64, ceiling: f64) {
     let gbps = bytes / secs / 1e9;

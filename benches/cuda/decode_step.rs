@@ -37,6 +37,7 @@ fn main() {
     // own table, median of many steps, since one 8B step is milliseconds.
     let Some(dev) = common::open() else { return };
     let ceiling = common::copy_gbps(&dev);
+    let tflops = common::gemm_tflops(&dev);
     drop(dev);
     let ctx = 128usize;
     for (name, preset) in [("llama3-8b", Preset::Llama3_8b), ("llama3.2-1b", Preset::Llama32_1b)] {
@@ -138,6 +139,63 @@ fn main() {
         }
     }
     verify_step(ceiling);
+    loaded_steps(ceiling, tflops);
+}
+
+/// Forwards of the sizes a loaded runtime runs (the 8B verify of S sequences × n tokens with
+/// logits for every token, the 1B draft step of S sequences with the last token's logits), at
+/// 256 cached positions, stream timing, each against the larger of its byte floor (weights
+/// plus K/V over the copy rate) and its FLOP floor (2 · parameters · tokens over the GEMM rate
+/// measured in the same run).
+fn loaded_steps(ceiling: f64, tflops: f64) {
+    let (ctx, bs) = (256usize, 16usize);
+    let cases: [(&str, Preset, &[(usize, usize)], LogitsWanted); 2] = [
+        ("llama3-8b", Preset::Llama3_8b, &[(32, 2), (64, 1), (64, 2), (64, 3), (64, 5), (128, 1), (128, 2)], LogitsWanted::All),
+        ("llama3.2-1b", Preset::Llama32_1b, &[(32, 1), (64, 1), (64, 2), (128, 1), (128, 2)], LogitsWanted::Last),
+    ];
+    println!("loaded steps: copy {ceiling:.0} GB/s, GEMM {tflops:.0} TFLOP/s");
+    for (name, preset, shapes, logits) in cases {
+        let cfg = preset.config();
+        let per = (ctx + 5).div_ceil(bs);
+        let mut be = match CudaBackend::random(cfg.clone(), 128 * per, bs, 0, 11) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("loaded_steps {name}: skipped: {e}");
+                continue;
+            }
+        };
+        let layers = cfg.num_hidden_layers;
+        for &(batch, n) in shapes {
+            let plan = StepPlan {
+                seqs: (0..batch)
+                    .map(|s| SeqStep {
+                        tokens: vec![7; n],
+                        start_pos: ctx,
+                        block_table: ((s * per) as u32..((s + 1) * per) as u32).collect(),
+                        tree_parents: None,
+                        logits,
+                    })
+                    .collect(),
+            };
+            let kv_bytes = batch * 2 * layers * (ctx + n) * cfg.num_key_value_heads * cfg.head_dim * 2;
+            let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+            let flops = step_weight_bytes(&cfg) as f64 * (batch * n) as f64;
+            let floor = (bytes / (ceiling * 1e9)).max(flops / (tflops * 1e12));
+            let step = be.prepare_step(&plan, layers).expect("prepare");
+            be.launch_step(&step).expect("launch");
+            be.read_logits(&step).expect("sync");
+            let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+            let secs = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
+            println!(
+                "{} loaded_step {name:<12} {batch:>3}x{n} = {:>3} tokens {:>8.3} ms  floor {:>6.3} ms  {:>5.1}% of floor",
+                be.device().name,
+                batch * n,
+                secs * 1e3,
+                floor * 1e3,
+                100.0 * floor / secs
+            );
+        }
+    }
 }
 
 /// The 8B verify step of 128 sequences × 5 tokens at 512 cached positions, query tiles on

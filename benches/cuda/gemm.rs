@@ -3,6 +3,12 @@
 //! bound and is reported in TFLOP/s as well. Beside each decode-sized case, the fused GEMV
 //! kernel (`csrc/gemv.cu`, plain bf16 input and f32 output) on the same shapes, plus the 8B LM
 //! head and the 1B projections.
+//!
+//! Then the token counts a verify or draft forward has under load (16–640 rows: 32–128
+//! sequences at L + 1 = 1–5, plus riding prefill), at every 8B and 1B projection shape, each
+//! against its own floor: the larger of the bytes over the copy rate and the FLOPs over the
+//! bf16 GEMM rate measured in the same run (cuBLAS at 8192³). Printed only (no criterion
+//! group), since these are many cases of milliseconds in all.
 #[path = "common.rs"]
 mod common;
 
@@ -46,6 +52,32 @@ fn bench(c: &mut Criterion) {
             let mut run = || ops::gemm(&dev, &x, &w, 0, &mut y, t, din, dout, 0.0).unwrap();
             let s = common::median_secs(&dev, 15, &mut run);
             common::report(&dev, "gemm", &format!("T={t} {din}->{dout}"), s, bytes, ceiling);
+        }
+    }
+    verify_sizes(&dev, ceiling, &shapes);
+}
+
+/// cuBLAS at the row counts of loaded verify and draft forwards, against max(byte floor, FLOP
+/// floor) with both rates measured here.
+fn verify_sizes(dev: &verify_pd::backend::cuda::Device, ceiling: f64, shapes: &[(usize, usize)]) {
+    let tflops = common::gemm_tflops(dev);
+    println!("{} gemm rate 8192^3 (bf16 in, f32 out): {tflops:.0} TFLOP/s; copy {ceiling:.0} GB/s", dev.name);
+    for &(din, dout) in shapes {
+        let w = dev.upload(&common::rand_bf16(din * dout, 2)).unwrap();
+        for &t in &[16usize, 32, 64, 96, 128, 192, 256, 384, 640] {
+            let x = dev.upload(&common::rand_bf16(t * din, 1)).unwrap();
+            let mut y = dev.alloc::<f32>(t * dout).unwrap();
+            let bytes = (din * dout * 2 + t * din * 2 + t * dout * 4) as f64;
+            let flops = 2.0 * (t * din * dout) as f64;
+            let floor = (bytes / (ceiling * 1e9)).max(flops / (tflops * 1e12));
+            let s = common::median_secs(dev, 9, || ops::gemm(dev, &x, &w, 0, &mut y, t, din, dout, 0.0).unwrap());
+            println!(
+                "{} gemm-sweep T={t:<4} {din:>5}->{dout:<6} {:>9.2} us  floor {:>8.2} us  {:>5.1}% of floor",
+                dev.name,
+                s * 1e6,
+                floor * 1e6,
+                100.0 * floor / s
+            );
         }
     }
 }
