@@ -149,7 +149,9 @@ fn main() {
 /// measured in the same run).
 fn loaded_steps(ceiling: f64, tflops: f64) {
     let (ctx, bs) = (256usize, 16usize);
-    let cases: [(&str, Preset, &[(usize, usize)], LogitsWanted); 2] = [
+    // (name, shape, sequences × tokens each, logits wanted)
+    type Case = (&'static str, Preset, &'static [(usize, usize)], LogitsWanted);
+    let cases: [Case; 2] = [
         ("llama3-8b", Preset::Llama3_8b, &[(32, 2), (64, 1), (64, 2), (64, 3), (64, 5), (128, 1), (128, 2)], LogitsWanted::All),
         ("llama3.2-1b", Preset::Llama32_1b, &[(32, 1), (64, 1), (64, 2), (128, 1), (128, 2)], LogitsWanted::Last),
     ];

@@ -32,7 +32,7 @@ pub enum Command {
     MakeModel(make_model::MakeModelArgs),
     /// The load benchmark: ShareGPT at Poisson rates under each policy in process (`make run`),
     /// or against an OpenAI-compatible server with --url.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Generate for a few ShareGPT prompts and report tokens/s.
@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::MakeModel(a) => make_model::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
         Command::GpuCheck(a) => gpu_check::run(a),
