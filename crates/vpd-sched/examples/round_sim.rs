@@ -10,7 +10,18 @@
 //! not a measurement; it leaves out arrivals, prefill bursts
 //! and run-to-run noise, so its TPOT is lower than measured.
 //!
+//! With `--rate R`, an open system instead: Poisson arrivals at R requests a second, prompts of
+//! a log-normal length (median 67, mean about 110 tokens, as the filtered ShareGPT prompts of
+//! the GPU runs: 67178 prompt tokens over 600 requests), 80% of outputs at the 128-token cap
+//! and the rest uniform in 4..128 (112 on average, as measured), and up to `--ride T` prompt
+//! tokens (default 256) riding each verify forward, first come first served. A request starts
+//! decoding the round after its prompt's last token rode; TTFT is its arrival to that forward's
+//! end, TPOT its decode time over its output tokens less one (vLLM's definition). This is the
+//! arrival and prefill-burst part of the tail that the closed system leaves out. Each request's
+//! drafter prefill is left out (it runs on the 1B model beside the 8B forwards).
+//!
 //!     cargo run --release -p vpd-sched --example round_sim -- [--beside] [--fixed L] [N]
+//!     cargo run --release -p vpd-sched --example round_sim -- [--fixed L] --rate R [--ride T]
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vpd_sched::{Controller, ControllerConfig, CostPrior, Decision, LaneLoad};
@@ -61,19 +72,27 @@ fn alpha(rng: &mut ChaCha8Rng) -> f64 {
 
 fn main() {
     let (mut beside, mut fixed, mut n) = (false, None::<u8>, 39usize);
+    let (mut rate, mut ride) = (None::<f64>, 256usize);
     let mut args = std::env::args().skip(1);
+    let usage = || -> ! {
+        eprintln!("usage: round_sim [--beside] [--fixed L (0..=4)] [requests]\n       round_sim [--fixed L] --rate REQ_PER_S [--ride TOKENS]");
+        std::process::exit(2)
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--beside" => beside = true,
             "--fixed" => fixed = args.next().and_then(|l| l.parse().ok()).filter(|&l| l <= 4),
+            "--rate" => rate = Some(args.next().and_then(|r| r.parse().ok()).filter(|&r: &f64| r > 0.0).unwrap_or_else(|| usage())),
+            "--ride" => ride = args.next().and_then(|r| r.parse().ok()).filter(|&r| r > 0).unwrap_or_else(|| usage()),
             other => match other.parse() {
                 Ok(k) if k > 0 => n = k,
-                _ => {
-                    eprintln!("usage: round_sim [--beside] [--fixed L (0..=4)] [requests]");
-                    std::process::exit(2);
-                }
+                _ => usage(),
             },
         }
+    }
+    if let Some(rate) = rate {
+        open_system(rate, ride, fixed);
+        return;
     }
     let cfg = ControllerConfig { l_max: 4, plain_beside: beside, ..Default::default() };
     let mut c = Controller::new(cfg, PRIOR).expect("valid controller");
@@ -130,4 +149,117 @@ fn main() {
         (None, false) => "adaptive".into(),
     };
     println!("{policy}, {n} requests: TPOT p50 {:.2} p99 {:.2} ms, round {:.2} ms, L histogram {hist:?}", q(0.5), q(0.99), now / rounds as f64 * 1e3);
+}
+
+/// A request of the open system: arrival, prompt tokens not yet prefilled, output length,
+/// acceptance, first-token time and tokens so far once decoding.
+struct OpenReq {
+    id: u64,
+    arrive: f64,
+    prompt_left: usize,
+    out: usize,
+    alpha: f64,
+    first: f64,
+    tokens: usize,
+}
+
+/// Poisson arrivals, riding prefill and gathered rounds (module header): TTFT and TPOT
+/// percentiles for the controller or a fixed L.
+fn open_system(rate: f64, ride: usize, fixed: Option<u8>) {
+    const REQUESTS: u64 = 6000;
+    const WARM_UP: u64 = 500;
+    let cfg = ControllerConfig { l_max: 4, ..Default::default() };
+    let mut c = Controller::new(cfg, PRIOR).expect("valid controller");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut arrivals = 0.0f64;
+    let mut next = 0u64;
+    let mut new_req = |rng: &mut ChaCha8Rng| {
+        arrivals += -(1.0 - rng.random::<f64>()).ln() / rate;
+        // Log-normal prompt length by Box–Muller: median e^4.2 ≈ 67, σ 1.
+        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let prompt = ((4.2 + z).exp() as usize).clamp(4, 1024);
+        let out = if rng.random::<f64>() < 0.8 { 128 } else { rng.random_range(4..128) };
+        next += 1;
+        OpenReq { id: next - 1, arrive: arrivals, prompt_left: prompt, out, alpha: alpha(rng), first: 0.0, tokens: 0 }
+    };
+    let mut pending = new_req(&mut rng);
+    let (mut waiting, mut decoding): (Vec<OpenReq>, Vec<OpenReq>) = (Vec::new(), Vec::new());
+    let (mut now, mut rounds, mut busy_rounds, mut in_flight) = (0.0f64, 0u64, 0.0f64, 0.0f64);
+    let (mut ttfts, mut tpots, mut done) = (Vec::new(), Vec::new(), 0u64);
+    while done < REQUESTS {
+        while pending.arrive <= now {
+            waiting.push(std::mem::replace(&mut pending, new_req(&mut rng)));
+        }
+        if waiting.is_empty() && decoding.is_empty() {
+            now = pending.arrive;
+            continue;
+        }
+        let backlog: usize = waiting.iter().map(|r| r.prompt_left).sum();
+        let rode = backlog.min(ride);
+        let load = LaneLoad { verify_queue_tokens: 0, prefill_chunk_tokens: rode as u32, verify_busy: BUSY };
+        let dec: Vec<Decision> = if decoding.is_empty() { Vec::new() } else { c.decide(&load).to_vec() };
+        let ls: Vec<u8> = decoding
+            .iter()
+            .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.id).map_or(0, |d| d.l)))
+            .collect();
+        let top = ls.iter().copied().max().unwrap_or(0) as usize;
+        let draft: f64 = (1..=top).map(|s| draft_s(ls.iter().filter(|&&l| l as usize >= s).count())).sum();
+        let tokens = ls.iter().map(|&l| f64::from(l) + 1.0).sum::<f64>() + rode as f64;
+        now += draft + verify_s(tokens, decoding.len() as f64);
+        rounds += 1;
+        busy_rounds += decoding.len() as f64;
+        in_flight += (decoding.len() + waiting.len()) as f64;
+        for (r, &l) in decoding.iter_mut().zip(&ls) {
+            let acc = (0..l).take_while(|_| rng.random::<f64>() < r.alpha).count() as u8;
+            c.observe_acceptance(r.id, l, acc).expect("tracked");
+            r.tokens += usize::from(acc) + 1;
+        }
+        decoding.retain(|r| {
+            if r.tokens < r.out {
+                return true;
+            }
+            c.remove_request(r.id);
+            done += 1;
+            if r.id >= WARM_UP && r.id < REQUESTS {
+                tpots.push((now - r.first) / (r.out - 1) as f64 * 1e3);
+            }
+            false
+        });
+        // The ride, oldest prompt first; a finished prompt's forward gives its first token.
+        let mut left = rode;
+        for r in waiting.iter_mut() {
+            let take = r.prompt_left.min(left);
+            r.prompt_left -= take;
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        let (started, still): (Vec<OpenReq>, Vec<OpenReq>) = waiting.drain(..).partition(|r| r.prompt_left == 0);
+        waiting = still;
+        for mut r in started {
+            r.first = now;
+            r.tokens = 1;
+            if r.id >= WARM_UP && r.id < REQUESTS {
+                ttfts.push((now - r.arrive) * 1e3);
+            }
+            c.add_request(r.id).expect("new id");
+            decoding.push(r);
+        }
+    }
+    ttfts.sort_by(f64::total_cmp);
+    tpots.sort_by(f64::total_cmp);
+    let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    let policy = fixed.map_or("adaptive".to_string(), |l| format!("fixed L = {l}"));
+    println!(
+        "{policy}, {rate} req/s, ride {ride}: TTFT p50 {:.1} p99 {:.1} ms, TPOT p50 {:.2} p99 {:.2} ms, round {:.2} ms, decoding {:.1}, in flight {:.1}",
+        q(&ttfts, 0.5),
+        q(&ttfts, 0.99),
+        q(&tpots, 0.5),
+        q(&tpots, 0.99),
+        now / rounds as f64 * 1e3,
+        busy_rounds / rounds as f64,
+        in_flight / rounds as f64
+    );
 }
