@@ -43,6 +43,12 @@ fn draft_s(n: usize) -> f64 {
     if n == 0 { 0.0 } else { PRIOR.draft_base_s + PRIOR.draft_per_seq_s * n as f64 }
 }
 
+/// The draft steps of a round, gathered: step s runs every request with L ≥ s.
+fn draft_phase_s(ls: &[u8]) -> f64 {
+    let top = ls.iter().copied().max().unwrap_or(0) as usize;
+    (1..=top).map(|s| draft_s(ls.iter().filter(|&&l| l as usize >= s).count())).sum()
+}
+
 fn verify_s(t: f64, s: f64) -> f64 {
     PRIOR.verify_base_s + PRIOR.verify_per_token_s * t + PRIOR.verify_per_token_above_ridge_s * (t - PRIOR.ridge_tokens).max(0.0) + PRIOR.verify_per_seq_s * s
 }
@@ -113,8 +119,7 @@ fn main() {
             .iter()
             .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.0).map_or(0, |d| d.l)))
             .collect();
-        let top = ls.iter().copied().max().unwrap_or(0) as usize;
-        let draft: f64 = (1..=top).map(|s| draft_s(ls.iter().filter(|&&l| l as usize >= s).count())).sum();
+        let draft = draft_phase_s(&ls);
         let n0 = ls.iter().filter(|&&l| l == 0).count();
         let two = beside && n0 > 0 && n0 < n;
         // Gathered, the drafts run alone on the GPU (the riding prefill waits for the verify
@@ -203,10 +208,8 @@ fn open_system(rate: f64, ride: usize, fixed: Option<u8>) {
             .iter()
             .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.id).map_or(0, |d| d.l)))
             .collect();
-        let top = ls.iter().copied().max().unwrap_or(0) as usize;
-        let draft: f64 = (1..=top).map(|s| draft_s(ls.iter().filter(|&&l| l as usize >= s).count())).sum();
         let tokens = ls.iter().map(|&l| f64::from(l) + 1.0).sum::<f64>() + rode as f64;
-        now += draft + verify_s(tokens, decoding.len() as f64);
+        now += draft_phase_s(&ls) + verify_s(tokens, decoding.len() as f64);
         rounds += 1;
         busy_rounds += decoding.len() as f64;
         in_flight += (decoding.len() + waiting.len()) as f64;
