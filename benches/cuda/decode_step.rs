@@ -39,6 +39,11 @@ fn main() {
     let ceiling = common::copy_gbps(&dev);
     let tflops = common::gemm_tflops(&dev);
     drop(dev);
+    // Profiling one loaded step (tools/gpu-profile-step.sh) needs only those.
+    if std::env::var("VPD_PROFILE").is_ok_and(|p| p.starts_with("loaded-")) {
+        loaded_steps(ceiling, tflops);
+        return;
+    }
     let ctx = 128usize;
     for (name, preset) in [("llama3-8b", Preset::Llama3_8b), ("llama3.2-1b", Preset::Llama32_1b)] {
         let cfg = preset.config();
@@ -146,7 +151,8 @@ fn main() {
 /// logits for every token, the 1B draft step of S sequences with the last token's logits), at
 /// 256 cached positions, stream timing, each against the larger of its byte floor (weights
 /// plus K/V over the copy rate) and its FLOP floor (2 · parameters · tokens over the GEMM rate
-/// measured in the same run).
+/// measured in the same run). `VPD_PROFILE=loaded-llama3-8b-64x2` (and so on) runs one of them
+/// inside a profiler range for `ncu --profile-from-start off`.
 fn loaded_steps(ceiling: f64, tflops: f64) {
     let (ctx, bs) = (256usize, 16usize);
     // (name, shape, sequences × tokens each, logits wanted)
@@ -187,6 +193,7 @@ fn loaded_steps(ceiling: f64, tflops: f64) {
             be.launch_step(&step).expect("launch");
             be.read_logits(&step).expect("sync");
             let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+            common::profile_once(&stream_h, &format!("loaded-{name}-{batch}x{n}"), || be.launch_step(&step).expect("launch"));
             let secs = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
             println!(
                 "{} loaded_step {name:<12} {batch:>3}x{n} = {:>3} tokens {:>8.3} ms  floor {:>6.3} ms  {:>5.1}% of floor",
