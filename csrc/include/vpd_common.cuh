@@ -13,6 +13,18 @@ static __device__ __forceinline__ uint16_t f32_to_bf16(float f) {
     return *reinterpret_cast<uint16_t *>(&b);
 }
 
+// The low and high bf16 of a 32-bit word, as f32; two f32 rounded to bf16 and packed the same way.
+static __device__ __forceinline__ float bf16_lo(uint32_t w) { return bf16_to_f32(static_cast<uint16_t>(w & 0xffffu)); }
+static __device__ __forceinline__ float bf16_hi(uint32_t w) { return bf16_to_f32(static_cast<uint16_t>(w >> 16)); }
+static __device__ __forceinline__ uint32_t bf16x2_pack(float lo, float hi) {
+    return static_cast<uint32_t>(f32_to_bf16(lo)) | (static_cast<uint32_t>(f32_to_bf16(hi)) << 16);
+}
+
+// Whether a device address is a multiple of `bytes` (a power of two), for the vector paths.
+static __device__ __forceinline__ bool is_aligned(const void *ptr, uintptr_t bytes) {
+    return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1)) == 0;
+}
+
 // Eight bf16 (one 16-byte load) to f32.
 static __device__ __forceinline__ void bf16x8_to_f32(const uint4 v, float f[8]) {
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};

@@ -106,7 +106,8 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         rows.push(CheckRow::new("embedding", format!("T={t} V={vocab} H={h}"), norm_err(&got, &want), TOL_F32));
     }
     // Fused residual add + RMSNorm, and the gathering form used before the LM head.
-    for &(r, d, add) in &[(1usize, 7usize, true), (7, 99, false), (99, 4096, true), (7, 2048, false)] {
+    // Rows of 4k floats take the vector path (16-byte loads, the row in registers), others not.
+    for &(r, d, add) in &[(1usize, 7usize, true), (7, 99, false), (5, 12, true), (99, 4096, true), (7, 2048, false)] {
         let res = randn(&mut rng, r * d, 2.0);
         let x = randn(&mut rng, r * d, 1.0);
         let w = round_bf16(&randn(&mut rng, d, 1.5));
@@ -151,7 +152,8 @@ pub fn kernel_checks(dev: &Device, seed: u64) -> Result<Vec<CheckRow>> {
         ));
     }
     // SwiGLU.
-    for &(t, ff) in &[(1usize, 1usize), (7, 99), (99, 14336)] {
+    // ff a multiple of 4 takes the vector path.
+    for &(t, ff) in &[(1usize, 1usize), (7, 99), (3, 8), (99, 14336)] {
         let gu = randn(&mut rng, t * 2 * ff, 4.0);
         let d_gu = dev.upload(&gu)?;
         let mut out = nan_bf16(dev, t * ff)?;
