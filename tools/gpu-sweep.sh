@@ -8,7 +8,8 @@
 # There:  writes bench.json / bench.md / bench.png under $OUT/$VPD_TAG (default sweep) and
 #         prints the table; VPD_EXTRA adds bench flags (e.g. "--decode-sms 80"), VPD_DATASET
 #         picks the prompts (default the 1500-conversation subset), VPD_MAX_RUNNING the
-#         requests holding KV cache at once (default 32), VPD_NUM_DRAFT the L (default 4).
+#         requests holding KV cache at once (default 32), VPD_NUM_DRAFT the L (default 4),
+#         VPD_BIN the binary (default .device/vpd).
 set -uo pipefail
 if [[ "${1:-}" == "--stage" ]]; then
     T=${CARGO_TARGET_DIR:-target}/release
@@ -59,7 +60,7 @@ OUT=${OUT:-/tmp/vpd-sweep}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 date -u +%FT%TZ | tee -a "$OUT/card.txt"
-.device/vpd bench --backend cuda --model random:llama3-8b --draft random:llama3.2-1b \
+"${VPD_BIN:-.device/vpd}" bench --backend cuda --model random:llama3-8b --draft random:llama3.2-1b \
     --tokenizer .device/tok --dataset "${VPD_DATASET:-.device/sharegpt-1500.json}" \
     --acceptance "${VPD_ACCEPTANCE:-synthetic:0.7,0.15}" --num-draft "${VPD_NUM_DRAFT:-4}" \
     --policies "${VPD_POLICIES:-single-lane,three-lane-adaptive}" \

@@ -318,7 +318,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let t = &out.loop_time;
                 eprintln!(
                     "{:>20}   serving thread over {:.1} s: target forwards {:.1} s, drafting {:.1} s (+{:.1} s on the lane), \
-                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward); {} prefill and {} plain forwards beside drafts",
+                     lane waits {:.1} s, idle {:.1} s, host {:.1} s ({:.2} ms a target forward); {} prefill and {} plain forwards beside drafts, \
+                     {} prefill forwards while decoding waited",
                     "",
                     t.wall_s,
                     t.target_forward_s,
@@ -329,7 +330,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     t.host_s,
                     1e3 * t.host_s / t.forwards.max(1) as f64,
                     t.prefill_beside_drafts,
-                    t.plain_beside_drafts
+                    t.plain_beside_drafts,
+                    t.prefill_while_decode_waits
                 )
             });
             for (i, o) in out.outcomes.iter().enumerate() {

@@ -504,15 +504,20 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 let gather = !self.cfg.overlap_groups
                     && (self.drafts_in_flight > 0 || !self.verify_q.is_empty());
                 let hold_plain = !self.cfg.overlap_groups && self.drafts_in_flight > 0;
+                let decode = (!gather && !self.decode_q.is_empty()) || (!hold_plain && !self.plain_ready.is_empty());
+                let verify = !self.verify_q.is_empty();
+                // Riding prefill waits for this round's verify (or plain) forward, which every
+                // round has while anything decodes: the prefill lane is offered a forward of its
+                // own only when there is none to ride. Offered one at every round's start, its
+                // anti-starvation rules took one whenever the oldest prompt had waited 50 ms,
+                // and each stopped every decoding request for a whole read of the weights (one
+                // round in six on an H100 at 50 req/s: docs/perf.md, "Prefill forwards of their
+                // own"), while riding moves the queue on by up to `prefill_ride` tokens a round.
+                let rides = self.cfg.prefill_ride > 0 && (self.drafts_in_flight > 0 || decode || verify);
                 let ready = LaneReady {
-                    decode: (!gather && !self.decode_q.is_empty())
-                        || (!hold_plain && !self.plain_ready.is_empty()),
-                    verify: !self.verify_q.is_empty(),
-                    // Riding prefill waits for the verify forward of the drafts out.
-                    prefill: (self.prefill_lane.is_none()
-                        && self.prefill_ready()
-                        && !(self.cfg.prefill_ride > 0 && self.drafts_in_flight > 0))
-                        .then(|| self.prefill_age()),
+                    decode,
+                    verify,
+                    prefill: (self.prefill_lane.is_none() && self.prefill_ready() && !rides).then(|| self.prefill_age()),
                 };
                 match self.selector.select(&ready) {
                     None => Ok(chunked),
@@ -627,8 +632,12 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         let dt = t0.elapsed().as_secs_f64();
         self.out.loop_time.target_forward_s += dt;
         self.out.loop_time.forwards += 1;
-        if has_prefill && !has_decode && !has_verify && self.drafts_in_flight > 0 {
-            self.out.loop_time.prefill_beside_drafts += 1;
+        if has_prefill && !has_decode && !has_verify {
+            if self.drafts_in_flight > 0 {
+                self.out.loop_time.prefill_beside_drafts += 1;
+            } else if !self.decode_q.is_empty() || !self.plain_ready.is_empty() {
+                self.out.loop_time.prefill_while_decode_waits += 1;
+            }
         }
         let now = self.now_s();
         self.target_busy.record(now, dt);

@@ -343,6 +343,9 @@ pub struct LoopTime {
     /// Of those, forwards of prefill chunks alone run while drafts were out on the decode
     /// lane's thread (beside them on the device). Riding prefill makes this 0.
     pub prefill_beside_drafts: u64,
+    /// Of those, forwards of prefill chunks alone run while requests waited for their next
+    /// decode or verify step (anti-starvation picks; riding prefill serves the rules instead).
+    pub prefill_while_decode_waits: u64,
     /// Of those, plain (L = 0) forwards run while drafts were out, with
     /// `--plain-beside-drafts`.
     pub plain_beside_drafts: u64,
