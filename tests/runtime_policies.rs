@@ -187,9 +187,9 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
 
 #[test]
 fn riding_prefill_never_stops_the_decoding_requests_for_a_forward_of_its_own() {
-    // Anti-starvation as eager as it can be set: before riding counted as serving prefill,
-    // every round's start with a prompt waiting ran a forward of prefill alone while the
-    // decoding requests waited for it (one round in six on an H100 at 50 req/s).
+    // Anti-starvation as eager as it can be set: while the prefill lane was offered a forward of
+    // its own at every round's start, each start with a prompt waiting ran one, prefill alone,
+    // while the decoding requests waited (one round in six on an H100 at 50 req/s).
     let (_d, m) = tiny(2);
     let reqs = requests(8);
     let want = plain(&m, &reqs);

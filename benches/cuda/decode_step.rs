@@ -66,8 +66,7 @@ fn main() {
             }],
         };
         let layers = cfg.num_hidden_layers;
-        let kv_bytes = 2 * layers * (ctx + 1) * cfg.num_key_value_heads * cfg.head_dim * 2;
-        let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+        let bytes = (step_weight_bytes(&cfg) + kv_bytes(&cfg, 1, ctx + 1)) as f64;
         let floor = step_weight_bytes(&cfg) as f64 / (ceiling * 1e9);
         // Host path: whole forward calls.
         for _ in 0..3 {
@@ -174,19 +173,8 @@ fn loaded_steps(ceiling: f64, tflops: f64) {
         };
         let layers = cfg.num_hidden_layers;
         for &(batch, n) in shapes {
-            let plan = StepPlan {
-                seqs: (0..batch)
-                    .map(|s| SeqStep {
-                        tokens: vec![7; n],
-                        start_pos: ctx,
-                        block_table: ((s * per) as u32..((s + 1) * per) as u32).collect(),
-                        tree_parents: None,
-                        logits,
-                    })
-                    .collect(),
-            };
-            let kv_bytes = batch * 2 * layers * (ctx + n) * cfg.num_key_value_heads * cfg.head_dim * 2;
-            let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+            let plan = seq_plan(batch, n, ctx, per, logits);
+            let bytes = (step_weight_bytes(&cfg) + kv_bytes(&cfg, batch, ctx + n)) as f64;
             let flops = step_weight_bytes(&cfg) as f64 * (batch * n) as f64;
             let floor = (bytes / (ceiling * 1e9)).max(flops / (tflops * 1e12));
             let step = be.prepare_step(&plan, layers).expect("prepare");
@@ -207,6 +195,27 @@ fn loaded_steps(ceiling: f64, tflops: f64) {
     }
 }
 
+/// `batch` sequences of `n` new tokens each after `ctx` cached positions, sequence s on blocks
+/// s · per .. (s + 1) · per.
+fn seq_plan(batch: usize, n: usize, ctx: usize, per: usize, logits: LogitsWanted) -> StepPlan {
+    StepPlan {
+        seqs: (0..batch)
+            .map(|s| SeqStep {
+                tokens: vec![7; n],
+                start_pos: ctx,
+                block_table: ((s * per) as u32..((s + 1) * per) as u32).collect(),
+                tree_parents: None,
+                logits,
+            })
+            .collect(),
+    }
+}
+
+/// Bytes of K and V (bf16) a step reads for `batch` sequences of `positions` each.
+fn kv_bytes(cfg: &vpd_formats::LlamaConfig, batch: usize, positions: usize) -> usize {
+    batch * 2 * cfg.num_hidden_layers * positions * cfg.num_key_value_heads * cfg.head_dim * 2
+}
+
 /// The 8B verify step of 128 sequences × 5 tokens at 512 cached positions, query tiles on
 /// and off.
 fn verify_step(ceiling: f64) {
@@ -220,20 +229,9 @@ fn verify_step(ceiling: f64) {
             return;
         }
     };
-    let plan = StepPlan {
-        seqs: (0..batch)
-            .map(|s| SeqStep {
-                tokens: vec![7; n],
-                start_pos: ctx,
-                block_table: ((s * per) as u32..((s + 1) * per) as u32).collect(),
-                tree_parents: None,
-                logits: LogitsWanted::All,
-            })
-            .collect(),
-    };
+    let plan = seq_plan(batch, n, ctx, per, LogitsWanted::All);
     let layers = cfg.num_hidden_layers;
-    let kv_bytes = batch * 2 * layers * (ctx + n) * cfg.num_key_value_heads * cfg.head_dim * 2;
-    let bytes = (step_weight_bytes(&cfg) + kv_bytes) as f64;
+    let bytes = (step_weight_bytes(&cfg) + kv_bytes(&cfg, batch, ctx + n)) as f64;
     let floor = bytes / (ceiling * 1e9);
     let mut times = Vec::new();
     for tiles in [true, false] {

@@ -344,7 +344,8 @@ pub struct LoopTime {
     /// lane's thread (beside them on the device). Riding prefill makes this 0.
     pub prefill_beside_drafts: u64,
     /// Of those, forwards of prefill chunks alone run while requests waited for their next
-    /// decode or verify step (anti-starvation picks; riding prefill serves the rules instead).
+    /// decode or verify step. With riding prefill the prefill lane is offered none while
+    /// anything decodes, so this stays 0 (docs/runtime.md).
     pub prefill_while_decode_waits: u64,
     /// Of those, plain (L = 0) forwards run while drafts were out, with
     /// `--plain-beside-drafts`.

@@ -53,14 +53,32 @@ fn verify_s(t: f64, s: f64) -> f64 {
     PRIOR.verify_base_s + PRIOR.verify_per_token_s * t + PRIOR.verify_per_token_above_ridge_s * (t - PRIOR.ridge_tokens).max(0.0) + PRIOR.verify_per_seq_s * s
 }
 
+/// A standard normal by Box–Muller.
+fn std_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// Each request's L this round: the fixed one, or the controller's decision (0 if it has none).
+fn lengths(c: &mut Controller, load: &LaneLoad, ids: impl Iterator<Item = u64>, fixed: Option<u8>) -> Vec<u8> {
+    let dec: Vec<Decision> = if fixed.is_some() { Vec::new() } else { c.decide(load).to_vec() };
+    ids.map(|id| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == id).map_or(0, |d| d.l))).collect()
+}
+
+/// Drafts accepted of `l`, each independently with probability `alpha` until the first miss;
+/// the controller is told.
+fn accept(c: &mut Controller, rng: &mut ChaCha8Rng, id: u64, alpha: f64, l: u8) -> u8 {
+    let acc = (0..l).take_while(|_| rng.random::<f64>() < alpha).count() as u8;
+    c.observe_acceptance(id, l, acc).expect("tracked");
+    acc
+}
+
 /// Gamma(k, 1) by Marsaglia and Tsang (2000), for k ≥ 1.
 fn gamma(rng: &mut ChaCha8Rng, k: f64) -> f64 {
     let d = k - 1.0 / 3.0;
     let c = 1.0 / (9.0 * d).sqrt();
     loop {
-        // A standard normal by Box–Muller.
-        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-        let x = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let x = std_normal(rng);
         let v = (1.0 + c * x).powi(3);
         if v > 0.0 && rng.random::<f64>().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
             return d * v;
@@ -114,11 +132,7 @@ fn main() {
     let (mut now, mut rounds, mut hist, mut tpots) = (0.0, 0u64, [0u64; 5], Vec::new());
     while tpots.len() < 3000 {
         let load = LaneLoad { verify_queue_tokens: 0, prefill_chunk_tokens: RIDE_TOKENS as u32, verify_busy: BUSY };
-        let dec: Vec<Decision> = c.decide(&load).to_vec();
-        let ls: Vec<u8> = reqs
-            .iter()
-            .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.0).map_or(0, |d| d.l)))
-            .collect();
+        let ls = lengths(&mut c, &load, reqs.iter().map(|r| r.0), fixed);
         let draft = draft_phase_s(&ls);
         let n0 = ls.iter().filter(|&&l| l == 0).count();
         let two = beside && n0 > 0 && n0 < n;
@@ -130,8 +144,7 @@ fn main() {
         rounds += 1;
         for (r, &l) in reqs.iter_mut().zip(&ls) {
             hist[l as usize] += 1;
-            let acc = (0..l).take_while(|_| rng.random::<f64>() < r.1).count() as u8;
-            c.observe_acceptance(r.0, l, acc).expect("tracked");
+            let acc = accept(&mut c, &mut rng, r.0, r.1, l);
             r.2 += usize::from(acc) + 1 + usize::from(two && l == 0);
         }
         for r in &mut reqs {
@@ -180,10 +193,8 @@ fn open_system(rate: f64, ride: usize, fixed: Option<u8>) {
     let mut next = 0u64;
     let mut new_req = |rng: &mut ChaCha8Rng| {
         arrivals += -(1.0 - rng.random::<f64>()).ln() / rate;
-        // Log-normal prompt length by Box–Muller: median e^4.2 ≈ 67, σ 1.
-        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let prompt = ((4.2 + z).exp() as usize).clamp(4, 1024);
+        // Log-normal prompt length: median e^4.2 ≈ 67, σ 1.
+        let prompt = ((4.2 + std_normal(rng)).exp() as usize).clamp(4, 1024);
         let out = if rng.random::<f64>() < 0.8 { 128 } else { rng.random_range(4..128) };
         next += 1;
         OpenReq { id: next - 1, arrive: arrivals, prompt_left: prompt, out, alpha: alpha(rng), first: 0.0, tokens: 0 }
@@ -203,20 +214,14 @@ fn open_system(rate: f64, ride: usize, fixed: Option<u8>) {
         let backlog: usize = waiting.iter().map(|r| r.prompt_left).sum();
         let rode = backlog.min(ride);
         let load = LaneLoad { verify_queue_tokens: 0, prefill_chunk_tokens: rode as u32, verify_busy: BUSY };
-        let dec: Vec<Decision> = if decoding.is_empty() { Vec::new() } else { c.decide(&load).to_vec() };
-        let ls: Vec<u8> = decoding
-            .iter()
-            .map(|r| fixed.unwrap_or_else(|| dec.iter().find(|d| d.id == r.id).map_or(0, |d| d.l)))
-            .collect();
+        let ls = if decoding.is_empty() { Vec::new() } else { lengths(&mut c, &load, decoding.iter().map(|r| r.id), fixed) };
         let tokens = ls.iter().map(|&l| f64::from(l) + 1.0).sum::<f64>() + rode as f64;
         now += draft_phase_s(&ls) + verify_s(tokens, decoding.len() as f64);
         rounds += 1;
         busy_rounds += decoding.len() as f64;
         in_flight += (decoding.len() + waiting.len()) as f64;
         for (r, &l) in decoding.iter_mut().zip(&ls) {
-            let acc = (0..l).take_while(|_| rng.random::<f64>() < r.alpha).count() as u8;
-            c.observe_acceptance(r.id, l, acc).expect("tracked");
-            r.tokens += usize::from(acc) + 1;
+            r.tokens += usize::from(accept(&mut c, &mut rng, r.id, r.alpha, l)) + 1;
         }
         decoding.retain(|r| {
             if r.tokens < r.out {
