@@ -208,6 +208,9 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
         // The lane threads borrow the drafter and the second executor for the run; dropping
         // the handles closes their queues and ends them.
         let chunk = self.cfg.prefill_budget;
+        // The controller's L already follows the timing; a fixed L keeps its sampled tokens
+        // independent of the schedule, so its new prompts never take a plain step instead.
+        let plain_meanwhile = self.cfg.policy == Policy::ThreeLaneAdaptive;
         std::thread::scope(|s| {
             let spawn_err = |what: &str, e: std::io::Error| internal(format!("cannot start the {what} lane's thread: {e}"));
             let mut workers = Vec::new();
@@ -215,7 +218,7 @@ impl<'e, 'd, B: Backend> Runtime<'e, 'd, B> {
                 let (handle, jobs, events) = draft_lane::queues(self.cfg.max_running);
                 let w = std::thread::Builder::new()
                     .name("vpd-decode-lane".into())
-                    .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events, chunk))
+                    .spawn_scoped(s, move || draft_lane::run(drafter, &jobs, &events, chunk, plain_meanwhile))
                     .map_err(|e| spawn_err("decode", e))?;
                 workers.push(("decode", w));
                 self.lane = Some(handle);

@@ -376,12 +376,24 @@ impl CostModel {
         if batch == 0 {
             return 0.0;
         }
-        self.draft_fit[0] + self.draft_fit[1] * batch as f64 * TOKEN_SCALE
+        (self.draft_fit[0] + self.draft_fit[1] * batch as f64 * TOKEN_SCALE) * self.unseen_draft_scale()
     }
 
     /// Marginal draft-step time per extra sequence.
     pub fn draft_per_seq_s(&self) -> f64 {
-        self.draft_fit[1] * TOKEN_SCALE
+        self.draft_fit[1] * TOKEN_SCALE * self.unseen_draft_scale()
+    }
+
+    /// Until a draft step is measured, the prior's draft costs scaled as the measured verify
+    /// forwards are to the prior's: the prior's ratio of the two, on whatever device this is.
+    /// Unscaled, a device far from the prior's (a small model on a CPU, whose forwards take a
+    /// fraction of the prior's 1 ms draft step) makes drafting look dear from the first verify
+    /// on, and a controller that never drafts never measures a draft step.
+    fn unseen_draft_scale(&self) -> f64 {
+        if self.draft_samples > 0 || self.verify_samples == 0 || self.prior.verify_base_s <= 0.0 {
+            return 1.0;
+        }
+        self.verify_fit.base_s / self.prior.verify_base_s
     }
 
     /// Predicted time of one verify forward over `tokens` tokens of `seqs` sequences.
@@ -479,6 +491,26 @@ mod tests {
         // 42 requests going from L = 1 to L = 4 cost 126 tokens at ≈ 4 µs, not at ≈ 44 µs.
         let extra = m.verify_s(210.0, 42.0) - m.verify_s(84.0, 42.0);
         assert!(extra < 1e-3, "{extra} s for 126 more tokens: {f:?}");
+    }
+
+    #[test]
+    fn an_unmeasured_draft_step_keeps_the_priors_ratio_to_the_measured_verify() {
+        let p = CostPrior::default();
+        let mut m = CostModel::new(p).unwrap();
+        // A device ten times faster than the prior's, seen through its verify forwards only.
+        for i in 0..20 {
+            let t = 8 + 4 * (i % 5);
+            assert!(m.observe_verify(t, t / 2, 0.1 * p.verify_base_s));
+        }
+        let scale = m.verify_fit().base_s / p.verify_base_s;
+        assert!((scale - 0.1).abs() < 0.01, "{scale}");
+        let prior_step = p.draft_base_s + p.draft_per_seq_s * 8.0;
+        assert!((m.draft_step_s(8) / prior_step - scale).abs() < 1e-9);
+        assert!((m.draft_per_seq_s() / p.draft_per_seq_s - scale).abs() < 1e-9);
+        // Once a draft step is measured, the fit takes over, unscaled.
+        assert!(m.observe_draft(8, 0.5 * prior_step));
+        let after = m.draft_step_s(8);
+        assert!(after > 0.2 * prior_step && after < prior_step, "{after}");
     }
 
     #[test]
