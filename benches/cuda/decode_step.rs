@@ -192,6 +192,56 @@ fn loaded_steps(ceiling: f64, tflops: f64) {
                 100.0 * floor / secs
             );
         }
+        if preset == Preset::Llama3_8b {
+            mixed_steps(&mut be, &cfg, ctx, per);
+        }
+    }
+}
+
+/// The 8B forwards of a loaded serving loop: `batch` decode sequences of one token each at
+/// `ctx` cached positions, plus prompt chunks that ride in the same forward (new sequences
+/// from position 0, last row's logits only), stream timing; then the same step as the engine
+/// calls it (`Backend::forward_argmax`: plan upload, kernels, argmax rows read back, host wall
+/// clock), beside the plain 64 × 2 step, so the host's share of a forward shows.
+fn mixed_steps(be: &mut CudaBackend, cfg: &vpd_formats::LlamaConfig, ctx: usize, per: usize) {
+    let layers = cfg.num_hidden_layers;
+    let cases: [(usize, &[usize]); 4] = [(64, &[]), (64, &[128]), (64, &[64, 64]), (64, &[256])];
+    for (batch, prompts) in cases {
+        let mut plan = seq_plan(batch, 1, ctx, per, LogitsWanted::Last);
+        for (i, &len) in prompts.iter().enumerate() {
+            let first = ((batch + i) * per) as u32;
+            plan.seqs.push(SeqStep {
+                tokens: vec![7; len],
+                start_pos: 0,
+                block_table: (first..first + per as u32).collect(),
+                tree_parents: None,
+                logits: LogitsWanted::Last,
+            });
+        }
+        let tokens = plan.num_tokens();
+        let label = prompts.iter().fold(format!("{batch}x1"), |acc, p| format!("{acc}+{p}"));
+        let step = be.prepare_step(&plan, layers).expect("prepare");
+        be.launch_step(&step).expect("launch");
+        be.read_logits(&step).expect("sync");
+        let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
+        common::profile_once(&stream_h, &format!("loaded-llama3-8b-{label}"), || be.launch_step(&step).expect("launch"));
+        let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
+        let mut host: Vec<f64> = (0..25)
+            .map(|_| {
+                let t0 = Instant::now();
+                be.forward_argmax(&plan, layers).expect("forward");
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        host.sort_by(f64::total_cmp);
+        let host = host[host.len() / 2];
+        println!(
+            "{} mixed_step llama3-8b {label:<12} = {tokens:>3} tokens  stream {:>7.3} ms  engine call {:>7.3} ms (+{:.3})",
+            be.device().name,
+            stream * 1e3,
+            host * 1e3,
+            (host - stream) * 1e3
+        );
     }
 }
 

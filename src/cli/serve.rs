@@ -33,8 +33,8 @@ pub struct ServeArgs {
     /// L for the fixed-L policies, Lmax for three-lane-adaptive.
     #[arg(long, default_value_t = 4)]
     pub num_draft: usize,
-    /// three-lane-adaptive: what the choice of L maximises, goodput or tpot (as `vpd bench`).
-    #[arg(long, default_value = "tpot", value_name = "goodput|tpot")]
+    /// three-lane-adaptive: what the choice of L maximises, goodput, tpot or tail (as `vpd bench`).
+    #[arg(long, default_value = "tpot", value_name = "goodput|tpot|tail")]
     pub controller_objective: vpd_sched::Objective,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,

@@ -170,8 +170,8 @@ fn e_tabled(e: f64, l: u8, beside: bool) -> f64 {
     }
 }
 
-/// Aggregates of an assignment: tokens out, Σ 1/E² (for [`Objective::Tpot`]), verify
-/// tokens, requests per tier.
+/// Aggregates of an assignment: tokens out, Σ E^−p (p of [`Objective::tpot_power`]; 0 for
+/// goodput), verify tokens, requests per tier.
 #[derive(Debug, Clone, Copy)]
 struct Agg {
     tokens: f64,
@@ -182,9 +182,9 @@ struct Agg {
 
 impl Agg {
     /// One request's expected tokens taken as `new` instead of `old` (same tier).
-    fn reweigh(&mut self, old: f64, new: f64) {
+    fn reweigh(&mut self, old: f64, new: f64, p: i32) {
         self.tokens += new - old;
-        self.inv += 1.0 / (new * new) - 1.0 / (old * old);
+        self.inv += new.powi(-p) - old.powi(-p);
     }
 }
 
@@ -198,7 +198,8 @@ struct Eval<'a> {
     /// v(0, S) − v(B, S): takes B's own verify time out of the charge.
     bg_credit: f64,
     kappa: f64,
-    objective: Objective,
+    /// p of [`Objective::tpot_power`], 0 for goodput.
+    power: i32,
     /// [`ControllerConfig::plain_beside`]: the draft slowdown beside the plain forward, or
     /// `None` when L = 0 requests ride in the verify forward only.
     beside_kappa: Option<f64>,
@@ -213,7 +214,7 @@ impl<'a> Eval<'a> {
             seqs,
             bg_credit: cost.verify_s(0.0, seqs) - cost.verify_s(bg, seqs),
             kappa,
-            objective,
+            power: objective.tpot_power().unwrap_or(0),
             beside_kappa: None,
         }
     }
@@ -225,13 +226,13 @@ impl<'a> Eval<'a> {
         self.beside_kappa.is_some() && n0 > 0 && a.cnt.iter().sum::<u32>() > n0
     }
 
-    /// Tokens a round and Σ 1/E² of `a`. Tier 0 is tabled at two tokens under
+    /// Tokens a round and Σ E^−p of `a`. Tier 0 is tabled at two tokens under
     /// `plain_beside` (the usual case: someone drafts); when nobody does, those requests get
     /// their verify-forward token only.
     fn outputs(&self, a: &Agg) -> (f64, f64) {
         if self.beside_kappa.is_some() && !self.beside(a) {
             let n0 = f64::from(a.cnt[0]);
-            (a.tokens - n0, a.inv + 0.75 * n0)
+            (a.tokens - n0, a.inv + (1.0 - 2f64.powi(-self.power)) * n0)
         } else {
             (a.tokens, a.inv)
         }
@@ -269,20 +270,18 @@ impl Eval<'_> {
         }
     }
 
-    /// What the search maximises: goodput, or for [`Objective::Tpot`] the reciprocal of the
-    /// root-mean-square predicted TPOT, 1 / (R · sqrt(mean_r 1/E_r²)).
+    /// What the search maximises: goodput, or for [`Objective::Tpot`] and [`Objective::Tail`]
+    /// the reciprocal of the p-norm of the predicted TPOT, 1 / (R · (mean_r E_r^−p)^(1/p)).
     fn score(&self, a: &Agg) -> f64 {
-        match self.objective {
-            Objective::Goodput => self.goodput(a),
-            Objective::Tpot => {
-                let n: u32 = a.cnt.iter().sum();
-                let rms = self.time(a) * (self.outputs(a).1 / f64::from(n.max(1))).sqrt();
-                if rms > 0.0 {
-                    1.0 / rms
-                } else {
-                    0.0
-                }
-            }
+        if self.power == 0 {
+            return self.goodput(a);
+        }
+        let n: u32 = a.cnt.iter().sum();
+        let norm = self.time(a) * (self.outputs(a).1 / f64::from(n.max(1))).powf(1.0 / f64::from(self.power));
+        if norm > 0.0 {
+            1.0 / norm
+        } else {
+            0.0
         }
     }
 
@@ -296,7 +295,7 @@ impl Eval<'_> {
         };
         for (r, &j) in assign.iter().enumerate() {
             a.tokens += e[r * m + j as usize];
-            a.inv += 1.0 / (e[r * m + j as usize] * e[r * m + j as usize]);
+            a.inv += e[r * m + j as usize].powi(-self.power);
             a.vtok += f64::from(self.tiers[j as usize]) + 1.0;
             a.cnt[j as usize] += 1;
         }
@@ -307,7 +306,7 @@ impl Eval<'_> {
     fn moved(&self, a: &Agg, e: &[f64], r: usize, from: u8, to: u8) -> Agg {
         let m = self.tiers.len();
         let mut b = *a;
-        b.reweigh(e[r * m + from as usize], e[r * m + to as usize]);
+        b.reweigh(e[r * m + from as usize], e[r * m + to as usize], self.power);
         b.vtok += f64::from(self.tiers[to as usize]) - f64::from(self.tiers[from as usize]);
         b.cnt[from as usize] -= 1;
         b.cnt[to as usize] += 1;
@@ -539,9 +538,9 @@ impl Controller {
                 let (ef, et) = (e_of(ac, from), e_of(ac, to));
                 let nominal = self.e[r * m + to as usize];
                 let mut at = a;
-                at.reweigh(nominal, et);
+                at.reweigh(nominal, et, eval.power);
                 let mut af = eval.moved(&a, &self.e, r, to, from);
-                af.reweigh(self.e[r * m + from as usize], ef);
+                af.reweigh(self.e[r * m + from as usize], ef, eval.power);
                 if eval.score(&at) > eval.score(&af) {
                     self.cur[r] = to;
                 } else {
@@ -574,9 +573,9 @@ impl Controller {
                 };
                 let (ef, et) = (e_of(ac, from), e_of(ac, to));
                 let mut af = a_cur;
-                af.reweigh(self.e[r * m + from as usize], ef);
+                af.reweigh(self.e[r * m + from as usize], ef, eval.power);
                 let mut at = eval.moved(&a_cur, &self.e, r, from, to);
-                at.reweigh(self.e[r * m + to as usize], et);
+                at.reweigh(self.e[r * m + to as usize], et, eval.power);
                 if eval.score(&at) > eval.score(&af) {
                     self.cur[r] = to;
                     a_cur = eval.moved(&a_cur, &self.e, r, from, to);
@@ -687,8 +686,8 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
             continue;
         }
         // Each request's share of the objective, linearised at this uniform assignment (the
-        // Dinkelbach step): goodput Σ E / R gains E_r − G·R'·L_r; the squared RMS TPOT
-        // R²·Σ 1/E² (over n) grows by R·(R/E_r² + 2·Σ 1/E²·R'·L_r).
+        // Dinkelbach step): goodput Σ E / R gains E_r − G·R'·L_r; the p-th power of the p-norm
+        // TPOT, R^p·Σ E^−p (over n), grows by R^(p−1)·(R·E_r^−p + p·Σ E^−p·R'·L_r).
         let slope = eval.cost.verify_slope_s(a.vtok + eval.bg) + d_slope;
         let (round, inv) = (eval.time(&a), a.inv);
         for (r, f) in fixed.iter().enumerate() {
@@ -699,9 +698,11 @@ fn propose(eval: &Eval<'_>, e: &[f64], fixed: &[Option<u8>], cand: &mut Vec<u8>,
             let mut pick = 0u8;
             let mut val = f64::NEG_INFINITY;
             for (j, (&ej, &tj)) in row.iter().zip(eval.tiers).enumerate().take(c as usize + 1) {
-                let v = match eval.objective {
-                    Objective::Goodput => ej - g_uniform * slope * f64::from(tj),
-                    Objective::Tpot => -(round / (ej * ej)) - 2.0 * inv * slope * f64::from(tj),
+                let p = eval.power;
+                let v = if p == 0 {
+                    ej - g_uniform * slope * f64::from(tj)
+                } else {
+                    -(round * ej.powi(-p)) - f64::from(p) * inv * slope * f64::from(tj)
                 };
                 if v > val {
                     val = v;

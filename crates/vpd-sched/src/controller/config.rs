@@ -20,6 +20,24 @@ pub enum Objective {
     /// and the higher throughput at 80 (docs/perf.md, "Where the TPOT tail comes from").
     #[default]
     Tpot,
+    /// The 16-norm of the predicted TPOT over the requests, R · (mean_r E_r^−16)^(1/16),
+    /// minimised: close to the slowest request's R / E_min, the part of a round that makes the
+    /// TPOT tail. Under load, where a round with drafts lasts longer than a plain one by more
+    /// than the lowest-acceptance requests gain from their drafts, it stops speculating for
+    /// everyone: their TPOT is then the plain round's (docs/perf.md, "The tail objective").
+    Tail,
+}
+
+impl Objective {
+    /// The power p of the p-norm of 1/E that [`Objective::Tpot`] (2) and [`Objective::Tail`]
+    /// (16) minimise, times the round; `None` for goodput.
+    pub fn tpot_power(self) -> Option<i32> {
+        match self {
+            Self::Goodput => None,
+            Self::Tpot => Some(2),
+            Self::Tail => Some(16),
+        }
+    }
 }
 
 impl std::str::FromStr for Objective {
@@ -28,7 +46,8 @@ impl std::str::FromStr for Objective {
         match s {
             "goodput" => Ok(Self::Goodput),
             "tpot" => Ok(Self::Tpot),
-            other => Err(format!("unknown controller objective `{other}`: expected goodput or tpot")),
+            "tail" => Ok(Self::Tail),
+            other => Err(format!("unknown controller objective `{other}`: expected goodput, tpot or tail")),
         }
     }
 }
@@ -38,6 +57,7 @@ impl std::fmt::Display for Objective {
         f.write_str(match self {
             Self::Goodput => "goodput",
             Self::Tpot => "tpot",
+            Self::Tail => "tail",
         })
     }
 }

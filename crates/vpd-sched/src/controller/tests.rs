@@ -412,7 +412,7 @@ fn search_is_near_brute_force_optimum() {
     let cost = CostModel::new(CostPrior::default()).unwrap();
     let tiers = [0u8, 1, 2, 3, 4, 6];
     let m = tiers.len();
-    for (objective, beside) in [(Objective::Goodput, false), (Objective::Tpot, false), (Objective::Goodput, true), (Objective::Tpot, true)] {
+    for (objective, beside) in [(Objective::Goodput, false), (Objective::Tpot, false), (Objective::Tail, false), (Objective::Goodput, true), (Objective::Tpot, true)] {
         for _ in 0..200 {
             let n = rng.random_range(1..=4usize);
             let alphas: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
@@ -491,6 +491,26 @@ fn tpot_objective_keeps_low_acceptance_requests_drafting() {
     assert!(mean_l(&good, true) < 0.2, "goodput: low-α mean L {}", mean_l(&good, true));
     assert!(mean_l(&tpot, true) >= 0.5, "tpot: low-α mean L {}", mean_l(&tpot, true));
     assert!(mean_l(&tpot, false) >= 1.0, "tpot: high-α mean L {}", mean_l(&tpot, false));
+}
+
+/// A few requests whose drafts are mostly rejected among many that do well, with a round
+/// that drafting lengthens by about 40%. The RMS-TPOT objective keeps everyone drafting, since
+/// the many gain; the tail objective stops speculating for all while those few are there,
+/// since their one token or so a round comes sooner in a plain round, and drafts again once
+/// only requests that do well remain.
+#[test]
+fn tail_objective_stops_speculating_while_the_slowest_requests_would_wait_longer() {
+    let few_low = |id: RequestId| if id % 16 == 0 { 0.2 } else { 0.8 };
+    let drafting = |d: &[Decision]| {
+        let xs: Vec<&Decision> = d.iter().filter(|x| !x.probe).collect();
+        xs.iter().filter(|x| x.l > 0).count() as f64 / xs.len() as f64
+    };
+    let tpot = settle_under(Objective::Tpot, 64, &few_low, 22e-6);
+    assert!(drafting(&tpot) >= 0.9, "tpot: {} of the requests draft", drafting(&tpot));
+    let tail = settle_under(Objective::Tail, 64, &few_low, 22e-6);
+    assert_eq!(max_non_probe_l(&tail), 0, "tail: {tail:?}");
+    let all_high = settle_under(Objective::Tail, 64, &|_| 0.8, 22e-6);
+    assert!(drafting(&all_high) >= 0.9, "tail, every request at α 0.8: {} draft", drafting(&all_high));
 }
 
 /// With a plain step beside the drafts, a request whose drafts are mostly rejected gets two
