@@ -170,9 +170,10 @@ fn three_lane_tokens_are_plain_greedy_tokens_with_groups_gathered_or_overlapping
                 }
                 if !beside {
                     assert_eq!(out.loop_time.plain_beside_drafts, 0);
-                } else if gap_s == 0.0 {
+                } else if gap_s == 0.0 && policy == Policy::ThreeLane {
                     // Requests arriving together end together: one takes its last token (no
-                    // room for a draft) while others draft, beside them.
+                    // room for a draft) while others draft, beside them. (The controller may
+                    // not draft at all on this tiny model, whose forwards cost little.)
                     assert!(out.loop_time.plain_beside_drafts > 0, "{policy}: a plain step beside the drafts ran");
                 }
                 assert!(out.metrics.verifies > 0, "{policy}: speculation ran");

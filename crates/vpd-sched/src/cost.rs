@@ -44,19 +44,24 @@ pub struct CostPrior {
 }
 
 impl Default for CostPrior {
-    /// Llama-3-8B target and a 1B draft on an H100, from ALGORITHMS.md: a 1B draft step at
-    /// batch 8 took 1.13 ms; the 8B verify reads 15 GB (≈ 5.5 ms at an achieved 2.7 TB/s);
-    /// above the ridge (≈ 260 tokens) each token costs ≈ 16 GFLOP ÷ 790 TFLOP/s ≈ 20 µs; a
-    /// sequence's K/V, a few hundred positions at 128 KiB each, reads in ≈ 10 µs.
+    /// Llama-3-8B target and a Llama-3.2-1B draft on an H100, as benches/cuda/decode_step.rs
+    /// timed the forwards of a loaded runtime (256 cached positions, NVIDIA H100 80GB HBM3,
+    /// 2026-12-06, copy 3028 GB/s in the same run; docs/perf.md, "The tail objective"): the 8B
+    /// forward is 7.7 ms at 64 sequences of one token and grows by about 13 µs a token from
+    /// there (cuBLAS at 64–256 rows is not flat below the compute ridge), 19 µs past about 192
+    /// tokens, and 5 µs a sequence; the 1B draft step is 1.73 / 1.86 / 2.08 ms at 32 / 64 / 128
+    /// sequences. (The prior before took tokens below a 260-token ridge as nearly free, 2 µs,
+    /// and a controller that rarely varies L cannot tell per-token from per-sequence cost in
+    /// its own samples, so it kept that and priced drafts too low.)
     fn default() -> Self {
         Self {
-            draft_base_s: 1.0e-3,
-            draft_per_seq_s: 15e-6,
-            verify_base_s: 5.5e-3,
-            verify_per_token_s: 2e-6,
-            verify_per_token_above_ridge_s: 20e-6,
-            ridge_tokens: 260.0,
-            verify_per_seq_s: 10e-6,
+            draft_base_s: 1.6e-3,
+            draft_per_seq_s: 4e-6,
+            verify_base_s: 6.6e-3,
+            verify_per_token_s: 13e-6,
+            verify_per_token_above_ridge_s: 6e-6,
+            ridge_tokens: 192.0,
+            verify_per_seq_s: 5e-6,
         }
     }
 }
@@ -443,9 +448,11 @@ mod tests {
     fn predicts_the_prior_before_any_sample() {
         let p = CostPrior::default();
         let m = CostModel::new(p).unwrap();
-        assert!(close(m.draft_step_s(8), 1.0e-3 + 8.0 * 15e-6, 1e-3));
-        assert!(close(m.verify_s(100.0, 20.0), 5.5e-3 + 100.0 * 2e-6 + 20.0 * 10e-6, 1e-3));
-        assert!(close(m.verify_s(1260.0, 252.0), 5.5e-3 + 1260.0 * 2e-6 + 1000.0 * 20e-6 + 252.0 * 10e-6, 1e-3));
+        assert!(close(m.draft_step_s(8), p.draft_base_s + 8.0 * p.draft_per_seq_s, 1e-3));
+        assert!(close(m.verify_s(100.0, 20.0), p.verify_base_s + 100.0 * p.verify_per_token_s + 20.0 * p.verify_per_seq_s, 1e-3));
+        let above = 1260.0 - p.ridge_tokens;
+        let want = p.verify_base_s + 1260.0 * p.verify_per_token_s + above * p.verify_per_token_above_ridge_s + 252.0 * p.verify_per_seq_s;
+        assert!(close(m.verify_s(1260.0, 252.0), want, 1e-3));
         assert_eq!(m.draft_step_s(0), 0.0);
     }
 
