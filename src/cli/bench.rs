@@ -96,12 +96,12 @@ pub struct BenchArgs {
     /// that forward fits in the drafts' time. Not with --overlap-groups.
     #[arg(long)]
     pub plain_beside_drafts: bool,
-    /// three-lane-adaptive: what the choice of L maximises. tpot: the inverse of the RMS
-    /// predicted TPOT over the requests of a round, which keeps requests with mostly rejected
-    /// drafts drafting (vpd_sched::Objective); tail: the inverse of its 16-norm, close to the
-    /// slowest request's, which stops speculating for all when a plain round serves those
-    /// requests sooner; goodput: accepted tokens a second (TurboSpec).
-    #[arg(long, default_value = "tpot", value_name = "goodput|tpot|tail")]
+    /// three-lane-adaptive: what the choice of L maximises (vpd_sched::Objective). tail (the
+    /// default): the inverse of the 16-norm of the predicted TPOT over the requests of a
+    /// round, close to the slowest request's, which keeps rounds short for the requests whose
+    /// drafts are mostly rejected; tpot: the inverse of its RMS; goodput: accepted tokens a
+    /// second (TurboSpec).
+    #[arg(long, default_value = "tail", value_name = "goodput|tpot|tail")]
     pub controller_objective: vpd_sched::Objective,
     /// Service-level objectives for goodput, e.g. ttft:2000,tpot:200 (milliseconds).
     #[arg(long)]

@@ -34,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4)]
     pub num_draft: usize,
     /// three-lane-adaptive: what the choice of L maximises, goodput, tpot or tail (as `vpd bench`).
-    #[arg(long, default_value = "tpot", value_name = "goodput|tpot|tail")]
+    #[arg(long, default_value = "tail", value_name = "goodput|tpot|tail")]
     pub controller_objective: vpd_sched::Objective,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,

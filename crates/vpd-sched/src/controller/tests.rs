@@ -221,7 +221,9 @@ fn load_step_drops_l_to_zero_and_back() {
 #[test]
 fn verify_queue_load_lowers_l() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mut c = ctl(ControllerConfig::default());
+    // The RMS objective: at α 0.7 for all, the tail objective already drafts L = 1 when idle,
+    // led by whichever request's α̂ is lowest, so there is no lower L to show.
+    let mut c = ctl(ControllerConfig { objective: Objective::Tpot, ..ControllerConfig::default() });
     add(&mut c, 0..64);
     let idle = LaneLoad::default();
     let busy = LaneLoad {
@@ -299,11 +301,19 @@ fn acceptance_step_settles_without_oscillation() {
 }
 
 /// Constant, noisy inputs (Bernoulli acceptances, ±10 % cost noise) over 2000 steps: after
-/// warm-up, L changes are rare and no request flaps.
+/// warm-up, L changes are rare and no request flaps. Under the RMS objective requests move
+/// one at a time, at most n/2 moves in all; the tail objective, led by the lowest α̂, moves
+/// everyone together, a few times in 1000 steps (3 at this seed).
 #[test]
 fn noisy_constant_inputs_do_not_oscillate() {
+    // At most: half the requests moving once; every request moving four times.
+    noisy_constant_inputs(Objective::Tpot, 16);
+    noisy_constant_inputs(Objective::Tail, 4 * 32);
+}
+
+fn noisy_constant_inputs(objective: Objective, max_total: u32) {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let mut c = ctl(ControllerConfig::default());
+    let mut c = ctl(ControllerConfig { objective, ..ControllerConfig::default() });
     let n = 32u64;
     add(&mut c, 0..n);
     let alphas: Vec<f64> = (0..n).map(|i| 0.3 + 0.6 * i as f64 / n as f64).collect();
@@ -330,10 +340,10 @@ fn noisy_constant_inputs_do_not_oscillate() {
     let total: u32 = per_request.iter().sum();
     let worst = *per_request.iter().max().unwrap();
     assert!(
-        total <= n as u32 / 2,
-        "{total} changes over the last 1000 steps: {per_request:?}"
+        total <= max_total,
+        "{objective}: {total} changes over the last 1000 steps: {per_request:?}"
     );
-    assert!(worst <= 6, "a request changed L {worst} times: {per_request:?}");
+    assert!(worst <= 6, "{objective}: a request changed L {worst} times: {per_request:?}");
 }
 
 /// Under goodput. (The TPOT objective keeps the α = 1 request's drafts short instead: with
@@ -606,7 +616,7 @@ fn loaded_draft_times_are_stored_as_solo_times() {
 fn per_sequence_verify_cost_does_not_hold_l_down() {
     let run = |per_seq: bool| {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let mut c = ctl(ControllerConfig::default());
+        let mut c = ctl(ControllerConfig { objective: Objective::Tpot, ..ControllerConfig::default() });
         let n = 42u64;
         add(&mut c, 0..n);
         let load = LaneLoad::default();
