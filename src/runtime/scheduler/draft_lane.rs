@@ -448,7 +448,6 @@ mod tests {
         assert_eq!(route_of(&mock, job(1, 200), false), "draft");
         // Unknown to the drafter: the draft step reports it.
         assert_eq!(route_of(&mock, job(9, 600), true), "draft");
-        drop(route_of);
         // Tasks left: 3 (empty, no job held) and 4 (its job held); 2's went when it drafted.
         let left: Vec<(u64, usize, bool)> = tasks.iter().map(|t| (t.seq, t.context.len(), t.held.is_some())).collect();
         assert_eq!(left, [(3, 757, false), (4, 300, true)]);

@@ -524,7 +524,7 @@ fn tpot_objective_keeps_low_acceptance_requests_drafting() {
 /// only requests that do well remain.
 #[test]
 fn tail_objective_stops_speculating_while_the_slowest_requests_would_wait_longer() {
-    let few_low = |id: RequestId| if id % 16 == 0 { 0.2 } else { 0.8 };
+    let few_low = |id: RequestId| if id.is_multiple_of(16) { 0.2 } else { 0.8 };
     let drafting = |d: &[Decision]| {
         let xs: Vec<&Decision> = d.iter().filter(|x| !x.probe).collect();
         xs.iter().filter(|x| x.l > 0).count() as f64 / xs.len() as f64
