@@ -69,32 +69,14 @@ fn main() {
         let bytes = (step_weight_bytes(&cfg) + kv_bytes(&cfg, 1, ctx + 1)) as f64;
         let floor = step_weight_bytes(&cfg) as f64 / (ceiling * 1e9);
         // Host path: whole forward calls.
-        for _ in 0..3 {
+        let host = wall_median(3, 40, || {
             be.forward(&plan).expect("forward");
-        }
-        let mut host: Vec<f64> = (0..40)
-            .map(|_| {
-                let t0 = Instant::now();
-                be.forward(&plan).expect("forward");
-                t0.elapsed().as_secs_f64()
-            })
-            .collect();
-        host.sort_by(f64::total_cmp);
-        let host = host[host.len() / 2];
+        });
         // The runtime's greedy path (`forward_argmax`), without and with decode graphs.
         let greedy = |be: &mut CudaBackend| {
-            for _ in 0..3 {
+            wall_median(3, 40, || {
                 be.forward_argmax(&plan, layers).expect("forward_argmax");
-            }
-            let mut t: Vec<f64> = (0..40)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    be.forward_argmax(&plan, layers).expect("forward_argmax");
-                    t0.elapsed().as_secs_f64()
-                })
-                .collect();
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
+            })
         };
         let argmax = greedy(&mut be);
         be.set_decode_graphs(true);
@@ -226,15 +208,9 @@ fn mixed_steps(be: &mut CudaBackend, cfg: &vpd_formats::LlamaConfig, ctx: usize,
         let (ctx_h, stream_h) = (be.device().ctx.clone(), be.device().stream.clone());
         common::profile_once(&stream_h, &format!("loaded-llama3-8b-{label}"), || be.launch_step(&step).expect("launch"));
         let stream = median(&ctx_h, &stream_h, || be.launch_step(&step).expect("launch"));
-        let mut host: Vec<f64> = (0..25)
-            .map(|_| {
-                let t0 = Instant::now();
-                be.forward_argmax(&plan, layers).expect("forward");
-                t0.elapsed().as_secs_f64()
-            })
-            .collect();
-        host.sort_by(f64::total_cmp);
-        let host = host[host.len() / 2];
+        let host = wall_median(0, 25, || {
+            be.forward_argmax(&plan, layers).expect("forward");
+        });
         println!(
             "{} mixed_step llama3-8b {label:<12} = {tokens:>3} tokens  stream {:>7.3} ms  engine call {:>7.3} ms (+{:.3})",
             be.device().name,
@@ -313,6 +289,22 @@ fn verify_step(ceiling: f64) {
 /// Median seconds per step over 15 timed batches of 10 steps, between device events on the
 /// backend's stream (cloned handles, so the closure may hold the backend mutably), after a
 /// warm-up.
+/// Median host wall time of `iters` calls of `f`, after `warm` untimed ones.
+fn wall_median(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
 fn median(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, mut f: impl FnMut()) -> f64 {
     let mut time = |iters: usize| {
         let ev = || ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT)).expect("event");

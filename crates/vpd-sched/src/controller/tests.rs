@@ -451,10 +451,11 @@ fn search_is_near_brute_force_optimum() {
                         .map(move |&l| e_tabled((0..=l).map(|i| a.powi(i32::from(i))).sum::<f64>(), l, beside))
                 })
                 .collect();
+            let ep = eval.powered(&e);
             let fixed = vec![None; n];
             let (mut cand, mut best) = (Vec::new(), Vec::new());
-            propose(&eval, &e, &fixed, &mut cand, &mut best);
-            let got = eval.score(&eval.agg(&best, &e));
+            propose(&eval, &e, &ep, &fixed, &mut cand, &mut best);
+            let got = eval.score(&eval.agg(&best, &e, &ep));
             let mut opt = 0.0f64;
             let mut assign = vec![0u8; n];
             for code in 0..m.pow(n as u32) {
@@ -463,7 +464,7 @@ fn search_is_near_brute_force_optimum() {
                     *a = (k % m) as u8;
                     k /= m;
                 }
-                opt = opt.max(eval.score(&eval.agg(&assign, &e)));
+                opt = opt.max(eval.score(&eval.agg(&assign, &e, &ep)));
             }
             assert!(got >= 0.99 * opt, "{objective} beside {beside}: {got} vs {opt}, α {alphas:?}, bg {bg}");
         }
@@ -562,12 +563,15 @@ fn plain_beside_round_time_and_tokens() {
     let cost = CostModel::new(FLAT_PRIOR).unwrap();
     let tiers = [0u8, 1, 2];
     let mut eval = Eval::new(&cost, &tiers, 0.0, 4.0, 1.0, Objective::Goodput);
-    let plain = eval.agg(&[0, 0, 0, 0], &[1.0, 1.5, 1.75].repeat(4));
-    let mixed = eval.agg(&[0, 0, 2, 2], &[1.0, 1.5, 1.75].repeat(4));
+    let e0 = [1.0, 1.5, 1.75].repeat(4);
+    let ep0 = eval.powered(&e0);
+    let plain = eval.agg(&[0, 0, 0, 0], &e0, &ep0);
+    let mixed = eval.agg(&[0, 0, 2, 2], &e0, &ep0);
     let (t_plain, t_mixed) = (eval.time(&plain), eval.time(&mixed));
     eval.beside_kappa = Some(2.0);
     let e: Vec<f64> = [2.0, 1.5, 1.75].repeat(4);
-    let (plain_b, mixed_b) = (eval.agg(&[0, 0, 0, 0], &e), eval.agg(&[0, 0, 2, 2], &e));
+    let ep = eval.powered(&e);
+    let (plain_b, mixed_b) = (eval.agg(&[0, 0, 0, 0], &e, &ep), eval.agg(&[0, 0, 2, 2], &e, &ep));
     // Nobody drafts: one token each, the same round.
     assert_eq!(eval.outputs(&plain_b), (4.0, 4.0));
     assert!((eval.time(&plain_b) - t_plain).abs() < 1e-12);
@@ -639,3 +643,13 @@ fn per_sequence_verify_cost_does_not_hold_l_down() {
     assert!(by_seq > by_token + 0.5, "per-sequence {by_seq} vs per-token {by_token}");
 }
 
+
+#[test]
+fn roots_by_square_roots_match_powf() {
+    for x in [1e-9, 0.3, 1.0, 65536.0] {
+        for p in [1, 2, 3, 16] {
+            let want = f64::powf(x, 1.0 / f64::from(p));
+            assert!((super::root(x, p) - want).abs() <= 1e-12 * want.max(1.0), "{x} {p}");
+        }
+    }
+}
